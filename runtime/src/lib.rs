@@ -1,0 +1,26 @@
+//! skiff-runtime: an OCI runtime-spec bundle → an isolated process. Sync; no tokio.
+//!
+//! - [`spec`]      the `config.json` subset skiff honours
+//! - [`plan`]      pure: spec + [`host`] profile → a `LaunchPlan`, refusing what cannot work
+//! - [`init`]      the container's first process applying a plan through the [`sys`] seam
+//! - [`sys`]       every system-changing syscall the init makes (trait + Linux impl)
+//! - [`rootfs`]    resolving container paths inside the rootfs without escaping it
+//! - [`cgroup`]    v1/v2 layout from mountinfo, resource translation, group lifecycle
+//! - [`caps`]      capability names and sets
+//! - [`state`]     container ids, the state file, derived status
+//! - [`container`] create / start / state / kill / delete / run over a state root
+//! - [`features`]  the `features` document and the default `config.json`
+//! - [`cli`]       the runc-compatible command line (`skiff runtime …`, `skiff-runc`)
+
+pub mod caps;
+pub mod cgroup;
+pub mod cli;
+pub mod container;
+pub mod features;
+pub mod host;
+pub mod init;
+pub mod plan;
+pub mod rootfs;
+pub mod spec;
+pub mod state;
+pub mod sys;
