@@ -135,14 +135,9 @@ pub fn prepare(sys: &mut dyn Sys, plan: &LaunchPlan, ctx: &Context) -> Result<Pa
         mount(sys, plan, ctx, m, cgroup_ns)?;
     }
     devices(sys, plan)?;
-    sys.pivot_root(&plan.rootfs)
-        .map_err(|e| InitError::PivotRoot(plan.rootfs.clone(), e))?;
-    if shared {
-        sys.mount(None, Path::new("/"), None, plan.root_propagation, None)
-            .map_err(InitError::RootPropagation)?;
-    }
     for (key, value) in &plan.sysctl {
-        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        let path = rootfs::resolve(&plan.rootfs, &path)?;
         sys.write_file(&path, value)
             .map_err(|source| InitError::Sysctl {
                 key: key.clone(),
@@ -150,11 +145,19 @@ pub fn prepare(sys: &mut dyn Sys, plan: &LaunchPlan, ctx: &Context) -> Result<Pa
                 source,
             })?;
     }
+    // Masks and read-only paths go in before pivot_root, while the host's /dev/null is still
+    // reachable (runc and crun mask with it too).
     for path in &plan.masked_paths {
-        mask(sys, path)?;
+        mask(sys, &rootfs::resolve(&plan.rootfs, path)?, path)?;
     }
     for path in &plan.readonly_paths {
-        readonly(sys, path)?;
+        readonly(sys, &rootfs::resolve(&plan.rootfs, path)?, path)?;
+    }
+    sys.pivot_root(&plan.rootfs)
+        .map_err(|e| InitError::PivotRoot(plan.rootfs.clone(), e))?;
+    if shared {
+        sys.mount(None, Path::new("/"), None, plan.root_propagation, None)
+            .map_err(InitError::RootPropagation)?;
     }
     if plan.readonly_root {
         let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
@@ -404,49 +407,54 @@ fn devices(sys: &mut dyn Sys, plan: &LaunchPlan) -> Result<(), InitError> {
     Ok(())
 }
 
-fn mask(sys: &mut dyn Sys, path: &Path) -> Result<(), InitError> {
+/// Hides `host` (the resolved form of container path `path`): an empty read-only tmpfs over a
+/// directory, the host's /dev/null (read-only) over anything else.
+fn mask(sys: &mut dyn Sys, host: &Path, path: &Path) -> Result<(), InitError> {
     let err = |e| InitError::Mask(path.to_path_buf(), e);
-    match sys.is_dir(path) {
+    match sys.is_dir(host) {
         Ok(true) => sys
             .mount(
                 Some(Path::new("tmpfs")),
-                path,
+                host,
                 Some("tmpfs"),
                 libc::MS_RDONLY as u64,
                 None,
             )
             .map_err(err),
-        Ok(false) => sys
-            .mount(
+        Ok(false) => {
+            sys.mount(
                 Some(Path::new("/dev/null")),
-                path,
+                host,
                 None,
                 libc::MS_BIND as u64,
                 None,
             )
-            .map_err(err),
+            .map_err(err)?;
+            let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+            sys.mount(None, host, None, flags as u64, None).map_err(err)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(err(e)),
     }
 }
 
-fn readonly(sys: &mut dyn Sys, path: &Path) -> Result<(), InitError> {
+fn readonly(sys: &mut dyn Sys, host: &Path, path: &Path) -> Result<(), InitError> {
     let err = |e| InitError::ReadOnly(path.to_path_buf(), e);
-    match sys.is_dir(path) {
+    match sys.is_dir(host) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(err(e)),
     }
     sys.mount(
-        Some(path),
-        path,
+        Some(host),
+        host,
         None,
         (libc::MS_BIND | libc::MS_REC) as u64,
         None,
     )
     .map_err(err)?;
     let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
-    sys.mount(None, path, None, flags as u64, None).map_err(err)
+    sys.mount(None, host, None, flags as u64, None).map_err(err)
 }
 
 #[cfg(test)]
@@ -595,8 +603,16 @@ mod tests {
         assert!(index(c, "setns Net") < index(c, "unshare Cgroup"));
         assert!(index(c, "mount Some(\"proc\")") < index(c, "mknod"));
         assert!(index(c, "mknod") < index(c, "pivot_root"));
-        assert!(index(c, "pivot_root") < index(c, "write /proc/sys/net/ipv4/ip_forward 1"));
-        assert!(index(c, "pivot_root") < index(c, "mount Some(\"/dev/null\") /proc/kcore.x"));
+        assert!(
+            index(c, "write /nonexistent-root/proc/sys/net/ipv4/ip_forward 1")
+                < index(c, "mount Some(\"/nonexistent-root/proc/sys\")")
+        );
+        assert!(
+            index(
+                c,
+                "mount Some(\"/dev/null\") /nonexistent-root/proc/kcore.x"
+            ) < index(c, "pivot_root")
+        );
         assert!(c.iter().any(|x| x == "sethostname h"));
         // read-only root is the last filesystem change
         let ro = index(
@@ -606,7 +622,7 @@ mod tests {
                 libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY
             ),
         );
-        assert!(ro > index(c, "mount Some(\"/proc/sys\")"));
+        assert!(ro > index(c, "pivot_root"));
     }
 
     #[test]

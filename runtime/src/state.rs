@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn own_stat_is_readable() {
         let (state, start) = proc_stat(std::process::id() as i32).unwrap();
-        assert_eq!(state, 'R');
+        assert!(matches!(state, 'R' | 'S'), "{state}");
         assert!(start > 0);
     }
 }
