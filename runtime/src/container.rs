@@ -180,7 +180,9 @@ impl Runtime {
         let linux = spec.linux.clone().unwrap_or_default();
         let layout = Layout::detect()
             .map_err(|e| CreateError::Root(PathBuf::from("/proc/self/mountinfo"), e))?;
-        let writes = cgroup::translate(&linux.resources.clone().unwrap_or_default(), &layout)?;
+        let mut resources = linux.resources.clone().unwrap_or_default();
+        resources.devices = plan::device_rules(&resources.devices, &plan.devices);
+        let writes = cgroup::translate(&resources, &layout)?;
         let cg_path = cgroup::container_path(linux.cgroups_path.as_deref(), &id.to_string());
 
         let dir = self.dir(id);
@@ -582,13 +584,14 @@ fn child_main(
         Ok(p) => p,
         Err(e) => return fail(&mut sync, error_chain(&e)),
     };
+    // From here the init outlives `create` (and a detached `run`), which exit once it is ready.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     if sync.write_all(b"r").is_err() {
         return 1;
     }
     match fifo_fd {
         Some(fd) => {
-            // SAFETY: prctl with integer arguments: from here the init outlives `create`.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
             drop(sync);
             let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
             let opened = std::fs::OpenOptions::new()
@@ -609,11 +612,10 @@ fn child_main(
             }
         }
         None => {
+            // A parent that dies before sending the start byte closes the socket: EOF here.
             if !matches!(sync.read(&mut go), Ok(1)) {
                 return 1;
             }
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
         }
     }
     let err = init::exec(&mut sys, plan, &program, last_cap);

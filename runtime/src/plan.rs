@@ -393,6 +393,34 @@ fn mount_step(m: &spec::Mount) -> Result<MountStep, PlanError> {
     })
 }
 
+/// The device cgroup rules: the config's, then access to every device node the container gets
+/// (the defaults, `/dev/pts/*`, `/dev/ptmx`, the config's devices) and mknod of any node, as
+/// runc and crun add them.
+pub fn device_rules(config: &[spec::DeviceRule], nodes: &[DeviceNode]) -> Vec<spec::DeviceRule> {
+    let allow =
+        |kind: &str, major: Option<i64>, minor: Option<i64>, access: &str| spec::DeviceRule {
+            allow: true,
+            kind: Some(kind.to_string()),
+            major,
+            minor,
+            access: Some(access.to_string()),
+        };
+    let mut rules = config.to_vec();
+    if rules.is_empty() {
+        return rules;
+    }
+    rules.push(allow("c", None, None, "m"));
+    rules.push(allow("b", None, None, "m"));
+    for n in nodes {
+        let (major, minor) = (i64::try_from(n.major).ok(), i64::try_from(n.minor).ok());
+        rules.push(allow(&n.kind.to_string(), major, minor, "rwm"));
+    }
+    rules.push(allow("c", Some(5), Some(2), "rwm")); // /dev/ptmx
+    rules.push(allow("c", Some(136), None, "rwm")); // /dev/pts/*
+    rules.push(allow("c", Some(5), Some(1), "rwm")); // /dev/console
+    rules
+}
+
 /// The devices every container gets, then the config's (which win on the same path).
 fn devices(extra: &[spec::Device]) -> Result<Vec<DeviceNode>, PlanError> {
     let default = |name: &str, major, minor| DeviceNode {
