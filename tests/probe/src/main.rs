@@ -95,14 +95,23 @@ fn report(sysctls: &[&str]) -> Value {
         .iter()
         .map(|k| (*k, read(&format!("/proc/sys/{}", k.replace('.', "/")))))
         .collect();
+    // SAFETY: these calls take no arguments and cannot fail.
+    let ids = unsafe {
+        (
+            libc::getpid(),
+            libc::getuid(),
+            libc::getgid(),
+            libc::geteuid(),
+            libc::getegid(),
+        )
+    };
     json!({
-        // SAFETY: these calls take no arguments and cannot fail.
-        "pid": unsafe { libc::getpid() },
+        "pid": ids.0,
         "hostname": hostname,
-        "uid": unsafe { libc::getuid() },
-        "gid": unsafe { libc::getgid() },
-        "euid": unsafe { libc::geteuid() },
-        "egid": unsafe { libc::getegid() },
+        "uid": ids.1,
+        "gid": ids.2,
+        "euid": ids.3,
+        "egid": ids.4,
         "groups": groups,
         "umask": field("Umask"),
         "cwd": std::env::current_dir().ok(),

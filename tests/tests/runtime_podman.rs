@@ -1,0 +1,112 @@
+//! Acceptance 3: a real engine drives skiff as its OCI runtime: podman run --rm, run -d, stop,
+//! rm -f, with `--runtime <dir>/skiff-runc`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use skiff_tests::{
+    TempDir, images_dir, ok, peers_dir, require, require_root_and, run_via_files, skiff_bin, stderr,
+};
+
+struct Podman {
+    runtime: PathBuf,
+    extra: Vec<String>,
+    image: String,
+    _dir: TempDir,
+}
+
+impl Podman {
+    fn new() -> Option<Podman> {
+        if !require_root_and(&["podman"]) {
+            return None;
+        }
+        let images = images_dir().join("images.json");
+        if !require(
+            images.exists(),
+            "test images pushed to the registry (make-images.sh)",
+        ) {
+            return None;
+        }
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(images).unwrap()).unwrap();
+        let registry = meta["registry"].as_str().unwrap().to_string();
+        let dir = TempDir::new("podman-runtime");
+        let runtime = dir.path().join("skiff-runc");
+        std::os::unix::fs::symlink(skiff_bin(), &runtime).unwrap();
+        let args = Command::new(peers_dir().join("host-prep.sh"))
+            .arg("podman-args")
+            .output()
+            .unwrap();
+        let extra = String::from_utf8_lossy(&args.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        Some(Podman {
+            runtime,
+            extra,
+            image: format!("{registry}/busybox:latest"),
+            _dir: dir,
+        })
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman");
+        c.arg("--runtime").arg(&self.runtime).args(args);
+        c
+    }
+
+    fn run(&self, flags: &[&str], cmd: &[&str]) -> std::process::Output {
+        let mut c = self.cmd(&["run", "--network", "none", "--tls-verify=false"]);
+        c.args(&self.extra).args(flags).arg(&self.image).args(cmd);
+        run_via_files(&mut c)
+    }
+
+    fn out(&self, args: &[&str]) -> String {
+        ok(run_via_files(&mut self.cmd(args))).trim().to_string()
+    }
+}
+
+#[test]
+fn podman_run_rm_prints() {
+    let Some(p) = Podman::new() else { return };
+    let o = p.run(&["--rm"], &["echo", "hi"]);
+    assert_eq!(ok(o), "hi\n");
+}
+
+#[test]
+fn podman_detached_stop_and_rm() {
+    let Some(p) = Podman::new() else { return };
+    let cid = ok(p.run(&["-d"], &["sleep", "1000"])).trim().to_string();
+    assert_eq!(
+        p.out(&["inspect", "--format", "{{.State.Running}}", &cid]),
+        "true"
+    );
+    assert!(
+        p.out(&["inspect", "--format", "{{.OCIRuntime}}", &cid])
+            .contains("skiff-runc")
+    );
+    let pid: i32 = p
+        .out(&["inspect", "--format", "{{.State.Pid}}", &cid])
+        .parse()
+        .unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // sleep as pid 1 ignores SIGTERM: podman escalates to SIGKILL after the timeout.
+    let stop = run_via_files(&mut p.cmd(&["stop", "-t", "1", &cid]));
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    assert_eq!(
+        p.out(&["inspect", "--format", "{{.State.Status}}", &cid]),
+        "exited"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/exe")).exists(),
+        "container process still alive"
+    );
+    p.out(&["rm", &cid]);
+
+    let cid = ok(p.run(&["-d"], &["sleep", "1000"])).trim().to_string();
+    p.out(&["rm", "-f", "-t", "0", &cid]);
+    let all = p.out(&["ps", "-a", "--format", "{{.ID}}"]);
+    assert!(!all.contains(&cid[..12]), "container still listed: {all}");
+}
