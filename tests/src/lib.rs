@@ -83,7 +83,9 @@ pub fn probe_bin() -> PathBuf {
 }
 
 pub fn peers_dir() -> PathBuf {
-    workspace().join("../shared/peers")
+    std::env::var_os("PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/peers"))
 }
 
 /// `$PEERS_STATE_DIR/images` as make-images.sh writes it.

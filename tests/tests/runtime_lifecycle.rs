@@ -192,3 +192,44 @@ fn run_passes_the_exit_code_and_frees_the_id() {
     let o = runtime(r, &["run", "--bundle", bundle, "same-id"]);
     assert_eq!(o.status.code(), Some(137));
 }
+
+#[test]
+fn namespaces_joined_by_path_are_shared() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(b) = Bundle::unpack("busybox") else {
+        return;
+    };
+    let root = TempDir::new("join");
+    let r = root.path();
+    let bundle = b.path();
+    let bs = bundle.to_str().unwrap();
+    b.args(&["/probe", "sleep"]);
+    ok(runtime(r, &["run", "-d", "--bundle", bs, "owner"]));
+    let pid = state(r, "owner")["pid"].as_i64().unwrap();
+
+    // A second container joins the first one's network and uts namespaces by path.
+    b.args(&["/probe"]);
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        for n in ns.iter_mut() {
+            if n["type"] == "network" || n["type"] == "uts" {
+                let kind = if n["type"] == "network" { "net" } else { "uts" };
+                n["path"] = format!("/proc/{pid}/ns/{kind}").into();
+            }
+        }
+        c.as_object_mut().unwrap().remove("hostname");
+    });
+    let report: Value =
+        serde_json::from_str(&ok(runtime(r, &["run", "--bundle", bs, "joiner"]))).unwrap();
+    let link = |kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    assert_eq!(report["namespaces"]["net"], link("net").to_str().unwrap());
+    assert_eq!(report["namespaces"]["uts"], link("uts").to_str().unwrap());
+    assert_ne!(
+        report["namespaces"]["ipc"],
+        link("ipc").to_str().unwrap(),
+        "ipc stays private"
+    );
+    ok(runtime(r, &["delete", "--force", "owner"]));
+}

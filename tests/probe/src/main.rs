@@ -105,6 +105,11 @@ fn report(sysctls: &[&str]) -> Value {
             libc::getegid(),
         )
     };
+    let namespaces: BTreeMap<&str, Option<std::path::PathBuf>> =
+        ["net", "uts", "ipc", "pid", "mnt", "cgroup"]
+            .iter()
+            .map(|n| (*n, std::fs::read_link(format!("/proc/self/ns/{n}")).ok()))
+            .collect();
     json!({
         "pid": ids.0,
         "hostname": hostname,
@@ -129,6 +134,7 @@ fn report(sysctls: &[&str]) -> Value {
         "mounts": mounts(),
         "cgroup": cgroup_limits(),
         "sysctl": sysctl,
+        "namespaces": namespaces,
         "env": std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     })
 }
