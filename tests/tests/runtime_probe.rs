@@ -176,3 +176,33 @@ fn probe_matches_crun_and_config() {
             .is_empty()
     );
 }
+
+#[test]
+fn configured_devices_are_created_with_their_mode_and_owner() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(b) = Bundle::unpack("busybox") else {
+        return;
+    };
+    b.args(&[
+        "sh",
+        "-c",
+        "stat -c '%F %t:%T %a %u:%g' /dev/mynull /dev/null && echo x > /dev/mynull",
+    ]);
+    b.edit(|c| {
+        c["linux"]["devices"] = json!([{
+            "path": "/dev/mynull", "type": "c", "major": 1, "minor": 3,
+            "fileMode": 416, "uid": 0, "gid": 5
+        }]);
+    });
+    let root = TempDir::new("devices");
+    let out = ok(runtime(
+        root.path(),
+        &["run", "--bundle", b.path().to_str().unwrap(), "dev"],
+    ));
+    assert_eq!(
+        out,
+        "character special file 1:3 640 0:5\ncharacter special file 1:3 666 0:0\n"
+    );
+}
