@@ -440,20 +440,64 @@ impl Cgroup {
                 enable_subtree(mount, rel, &wanted)?;
             }
         }
+        self.apply(writes)
+    }
+
+    /// Applies `writes` to an existing group (`update`).
+    pub fn apply(&self, writes: &[Write]) -> Result<(), CgroupError> {
         for w in writes {
-            let dir = self.dir_for(&w.controller, w.version);
-            let Some(dir) = dir else {
-                return Err(CgroupError::MissingController {
+            let dir = self.dir_for(&w.controller, w.version).ok_or_else(|| {
+                CgroupError::MissingController {
                     controller: w.controller.clone(),
-                });
-            };
+                }
+            })?;
             let path = dir.join(&w.file);
             if w.file == "memory.memsw.limit_in_bytes" && !path.exists() {
-                continue; // swap accounting is off in this kernel: nothing to limit.
+                continue;
             }
             write_file(&path, &w.value)?;
         }
         Ok(())
+    }
+
+    /// Freezes or thaws every process in the group and waits until the kernel reports it done.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let (path, value) = self
+            .freezer_file(frozen)
+            .ok_or(CgroupError::MissingController {
+                controller: "freezer".into(),
+            })?;
+        write_file(&path, value)?;
+        let t0 = std::time::Instant::now();
+        while self.is_frozen() != frozen && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    fn freezer_file(&self, frozen: bool) -> Option<(PathBuf, &'static str)> {
+        if let Some(dir) = self.dir_for("freezer", Version::V1) {
+            return Some((
+                dir.join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            ));
+        }
+        let (_, _, dir) = self.dirs.iter().find(|(v, _, _)| *v == Version::V2)?;
+        Some((dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }))
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        if let Some(dir) = self.dir_for("freezer", Version::V1) {
+            return std::fs::read_to_string(dir.join("freezer.state"))
+                .is_ok_and(|s| s.trim() == "FROZEN");
+        }
+        self.dirs
+            .iter()
+            .filter(|(v, _, _)| *v == Version::V2)
+            .any(|(_, _, d)| {
+                std::fs::read_to_string(d.join("cgroup.events"))
+                    .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+            })
     }
 
     fn dir_for(&self, controller: &str, version: Version) -> Option<&Path> {

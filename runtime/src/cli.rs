@@ -6,6 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::container::{CreateOptions, Runtime, error_chain};
+use crate::exec::ExecOptions;
+use crate::spec::{Cpu, Memory, Pids, Resources};
 use crate::state::ContainerId;
 
 pub const DEFAULT_ROOT: &str = "/run/skiff/runtime";
@@ -47,6 +49,13 @@ impl Args {
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
+    fn values(&self, name: &str) -> Vec<String> {
+        self.values
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
     fn has(&self, name: &str) -> bool {
         self.switches.contains(&name)
     }
@@ -82,9 +91,6 @@ fn parse(
                 .iter()
                 .find(|(c, a, _)| *c == name || a.contains(&name))
             else {
-                if stop_at_positional {
-                    return Err(Failure(format!("unknown global flag {arg}")));
-                }
                 return Err(Failure(format!("unknown flag {arg}")));
             };
             if *takes {
@@ -134,6 +140,38 @@ const CREATE: &[FlagSpec] = &[
     ("keep", &[], false),
 ];
 
+const EXEC: &[FlagSpec] = &[
+    ("process", &["p"], true),
+    ("env", &["e"], true),
+    ("cwd", &[], true),
+    ("user", &["u"], true),
+    ("tty", &["t"], false),
+    ("detach", &["d"], false),
+    ("pid-file", &[], true),
+    ("console-socket", &[], true),
+    ("preserve-fds", &[], true),
+    ("cap", &["c"], true),
+    ("no-new-privs", &[], false),
+    ("additional-gids", &["g"], true),
+    ("process-label", &[], true),
+    ("apparmor", &[], true),
+    ("cgroup", &[], true),
+    ("ignore-paused", &[], false),
+];
+
+const UPDATE: &[FlagSpec] = &[
+    ("resources", &["r"], true),
+    ("memory", &["m"], true),
+    ("memory-swap", &[], true),
+    ("memory-reservation", &[], true),
+    ("cpu-shares", &[], true),
+    ("cpu-quota", &[], true),
+    ("cpu-period", &[], true),
+    ("cpuset-cpus", &[], true),
+    ("cpuset-mems", &[], true),
+    ("pids-limit", &[], true),
+];
+
 const USAGE: &str = "\
 usage: skiff runtime [--root DIR] [--log FILE] [--log-format text|json] COMMAND [FLAGS] ARGS
 commands:
@@ -143,6 +181,12 @@ commands:
   kill [--all] ID [SIGNAL]                     signal it (default SIGTERM)
   delete [--force] ID                          remove it (--force: kill it first)
   run [--bundle DIR] [--detach] ID             create + start (+ wait, then delete)
+  exec [--process FILE | ID CMD…] [--tty] [--detach] [--console-socket S]
+                                               run another process in a running container
+  pause ID / resume ID                         freeze / thaw every process
+  ps [--format table|json] ID [PS ARGS]        the container's processes
+  update [--resources FILE|-] [--memory N] [--pids-limit N] [--cpu-*] ID
+                                               change resource limits
   list [--format table|json] [--quiet]         list containers
   features                                     print supported features as JSON
   spec [--bundle DIR]                          write a default config.json
@@ -222,14 +266,11 @@ fn dispatch(g: &Global, command: &str, rest: &[String]) -> Result<i32, Failure> 
         "create" | "run" => {
             let (a, _) = parse(rest, CREATE, false)?;
             let id = one_id(&a, command)?;
-            if a.value("console-socket").is_some() {
-                return Err(Failure(
-                    "--console-socket: terminals are not supported yet".into(),
-                ));
-            }
             let bundle = PathBuf::from(a.value("bundle").unwrap_or("."));
             let opts = CreateOptions {
                 pid_file: a.value("pid-file").map(PathBuf::from),
+                console_socket: a.value("console-socket").map(PathBuf::from),
+                preserve_fds: preserved_fds(&a)?,
             };
             if command == "create" {
                 rt.create(&id, &bundle, &opts)?;
@@ -237,6 +278,68 @@ fn dispatch(g: &Global, command: &str, rest: &[String]) -> Result<i32, Failure> 
             } else {
                 Ok(rt.run(&id, &bundle, &opts, a.has("detach"))?)
             }
+        }
+        "exec" => {
+            // Flags end at the id; everything after it is the command.
+            let (a, at) = parse(rest, EXEC, true)?;
+            let positional = &rest[at..];
+            let (id, cmd) = positional
+                .split_first()
+                .ok_or_else(|| Failure("exec takes a container id".into()))?;
+            let id: ContainerId = id.parse()?;
+            let user = match a.value("user") {
+                Some(u) => Some(parse_user(u)?),
+                None => None,
+            };
+            let opts = ExecOptions {
+                process: a.value("process").map(PathBuf::from),
+                args: cmd.to_vec(),
+                env: a.values("env"),
+                cwd: a.value("cwd").map(PathBuf::from),
+                user,
+                tty: a.has("tty"),
+                detach: a.has("detach"),
+                pid_file: a.value("pid-file").map(PathBuf::from),
+                console_socket: a.value("console-socket").map(PathBuf::from),
+                preserve_fds: preserved_fds(&a)?,
+            };
+            Ok(rt.exec(&id, &opts)?)
+        }
+        "pause" | "resume" => {
+            let (a, _) = parse(rest, &[], false)?;
+            let id = one_id(&a, command)?;
+            if command == "pause" {
+                rt.pause(&id)?;
+            } else {
+                rt.resume(&id)?;
+            }
+            Ok(0)
+        }
+        "ps" => {
+            let (a, at) = parse(rest, &[("format", &["f"], true)], true)?;
+            let id: ContainerId = rest
+                .get(at)
+                .ok_or_else(|| Failure("ps takes a container id".into()))?
+                .parse()?;
+            let pids = rt.pids(&id)?;
+            if a.value("format") == Some("json") {
+                println!("{}", serde_json::to_string(&pids)?);
+                return Ok(0);
+            }
+            let ps_args: Vec<String> = if rest.len() > at + 1 {
+                rest[at + 1..].to_vec()
+            } else {
+                vec!["-ef".into()]
+            };
+            print!("{}", ps_table(&pids, &ps_args)?);
+            Ok(0)
+        }
+        "update" => {
+            let (a, _) = parse(rest, UPDATE, false)?;
+            let id = one_id(&a, command)?;
+            let resources = update_resources(&a)?;
+            rt.update(&id, &resources)?;
+            Ok(0)
         }
         "start" => {
             let (a, _) = parse(rest, &[], false)?;
@@ -271,7 +374,7 @@ fn dispatch(g: &Global, command: &str, rest: &[String]) -> Result<i32, Failure> 
             rt.delete(&one_id(&a, command)?, a.has("force"))?;
             Ok(0)
         }
-        "list" | "ps" if command == "list" => {
+        "list" => {
             let (a, _) = parse(
                 rest,
                 &[("format", &["f"], true), ("quiet", &["q"], false)],
@@ -332,6 +435,133 @@ fn dispatch(g: &Global, command: &str, rest: &[String]) -> Result<i32, Failure> 
         }
         other => Err(Failure(format!("unknown command {other:?}\n{USAGE}"))),
     }
+}
+
+/// `UID[:GID]` as numbers.
+fn parse_user(u: &str) -> Result<(u32, u32), Failure> {
+    let bad = || Failure(format!("--user {u:?}: expected UID[:GID]"));
+    let (uid, gid) = match u.split_once(':') {
+        Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+        None => {
+            let uid = u.parse().map_err(|_| bad())?;
+            (uid, 0)
+        }
+    };
+    Ok((uid, gid))
+}
+
+/// `ps ARGS` output, keeping the header and the lines of the container's pids.
+fn ps_table(pids: &[i32], args: &[String]) -> Result<String, Failure> {
+    let out = std::process::Command::new("ps")
+        .args(args)
+        .output()
+        .map_err(|e| Failure(format!("running ps: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| Failure("ps output has no PID column".into()))?;
+    let mut table = format!("{header}\n");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            table.push_str(line);
+            table.push('\n');
+        }
+    }
+    Ok(table)
+}
+
+/// Bytes with an optional k/m/g suffix (`512m`), or -1.
+fn parse_bytes(flag: &str, v: &str) -> Result<i64, Failure> {
+    let lower = v.to_ascii_lowercase();
+    let trimmed = lower.trim_end_matches('b');
+    let (num, mult) = match trimmed.chars().last() {
+        Some('k') => (&trimmed[..trimmed.len() - 1], 1i64 << 10),
+        Some('m') => (&trimmed[..trimmed.len() - 1], 1 << 20),
+        Some('g') => (&trimmed[..trimmed.len() - 1], 1 << 30),
+        _ => (trimmed, 1),
+    };
+    num.parse::<i64>()
+        .map(|n| n * mult)
+        .map_err(|_| Failure(format!("--{flag} {v:?}: not a size")))
+}
+
+/// `update`'s resources: the `--resources` JSON (a file, or `-` for stdin), flags on top.
+fn update_resources(a: &Args) -> Result<Resources, Failure> {
+    let mut r: Resources = match a.value("resources") {
+        Some("-") => serde_json::from_reader(std::io::stdin())?,
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| Failure(format!("reading {path}: {e}")))?;
+            serde_json::from_slice(&bytes)?
+        }
+        None => Resources::default(),
+    };
+    let num = |flag: &str| -> Result<Option<i64>, Failure> {
+        a.value(flag)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| Failure(format!("--{flag} {v:?}: not a number")))
+            })
+            .transpose()
+    };
+    let size = |flag: &str| a.value(flag).map(|v| parse_bytes(flag, v)).transpose();
+    let mem = r.memory.get_or_insert_with(Memory::default);
+    if let Some(v) = size("memory")? {
+        mem.limit = Some(v);
+    }
+    if let Some(v) = size("memory-swap")? {
+        mem.swap = Some(v);
+    }
+    if let Some(v) = size("memory-reservation")? {
+        mem.reservation = Some(v);
+    }
+    if *mem == Memory::default() {
+        r.memory = None;
+    }
+    let cpu = r.cpu.get_or_insert_with(Cpu::default);
+    if let Some(v) = num("cpu-shares")? {
+        cpu.shares = u64::try_from(v).ok();
+    }
+    if let Some(v) = num("cpu-quota")? {
+        cpu.quota = Some(v);
+    }
+    if let Some(v) = num("cpu-period")? {
+        cpu.period = u64::try_from(v).ok();
+    }
+    if let Some(v) = a.value("cpuset-cpus") {
+        cpu.cpus = Some(v.to_string());
+    }
+    if let Some(v) = a.value("cpuset-mems") {
+        cpu.mems = Some(v.to_string());
+    }
+    if *cpu == Cpu::default() {
+        r.cpu = None;
+    }
+    if let Some(v) = num("pids-limit")? {
+        r.pids = Some(Pids { limit: v });
+    }
+    Ok(r)
+}
+
+/// `--preserve-fds N` plus the socket-activation fds in `LISTEN_FDS`.
+fn preserved_fds(a: &Args) -> Result<u32, Failure> {
+    let flag: u32 = match a.value("preserve-fds") {
+        Some(v) => v
+            .parse()
+            .map_err(|_| Failure(format!("--preserve-fds {v:?}: not a number")))?,
+        None => 0,
+    };
+    let listen: u32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(flag + listen)
 }
 
 /// `KILL`, `SIGKILL`, `sigkill` or `9`.

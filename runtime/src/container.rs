@@ -7,18 +7,20 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::{self, Cgroup, CgroupError, Layout};
+use crate::hooks::{self, HookError};
 use crate::host::HostProfile;
 use crate::init::{self, Context};
+use crate::launch::{self, Report};
 use crate::plan::{self, LaunchPlan, NsKind, PlanError};
-use crate::spec::{LoadError, Spec};
+use crate::spec::{Hooks, LoadError, Resources, Spec};
 use crate::state::{ContainerId, EXEC_FIFO, State, Status, proc_stat};
 use crate::sys::LinuxSys;
+use crate::terminal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -54,6 +56,12 @@ pub enum CreateError {
     SaveState(ContainerId, #[source] io::Error),
     #[error("writing the pid file {0}")]
     PidFile(PathBuf, #[source] io::Error),
+    #[error("process.terminal is set: a --console-socket is needed to receive the terminal")]
+    NoConsoleSocket,
+    #[error("writing {0}")]
+    IdMap(PathBuf, #[source] io::Error),
+    #[error(transparent)]
+    Hook(#[from] HookError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +82,8 @@ pub enum StartError {
     Fifo(PathBuf, #[source] io::Error),
     #[error("container {0} exited before it could start")]
     Exited(ContainerId),
+    #[error(transparent)]
+    Hook(#[from] HookError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,15 +123,43 @@ pub enum RunError {
     Create(#[from] CreateError),
     #[error("starting the container")]
     Start(#[source] io::Error),
+    #[error(transparent)]
+    Hook(#[from] HookError),
     #[error("waiting for the container")]
     Wait(#[source] io::Error),
     #[error(transparent)]
     Delete(#[from] DeleteError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error("container {0} is {1}: only a running container can be paused")]
+    NotRunning(ContainerId, Status),
+    #[error("container {0} is {1}, not paused")]
+    NotPaused(ContainerId, Status),
+    #[error("cgroup freezer: {0}")]
+    Freezer(#[from] CgroupError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error("container {0} is stopped")]
+    Stopped(ContainerId),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
+    /// Where to send the terminal's master fd when `process.terminal` is set.
+    pub console_socket: Option<PathBuf>,
+    /// Extra fds (after stdio) passed into the container: `--preserve-fds` plus `LISTEN_FDS`.
+    pub preserve_fds: u32,
 }
 
 /// A runtime state root (`--root`, default `/run/skiff/runtime`).
@@ -129,6 +167,7 @@ pub struct Runtime {
     pub root: PathBuf,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Wait on the exec fifo for `start`.
     Create,
@@ -140,7 +179,8 @@ enum Mode {
 struct Spawned {
     state: State,
     dir: PathBuf,
-    sync: UnixStream,
+    sync: launch::Parent,
+    hooks: Hooks,
 }
 
 impl Runtime {
@@ -173,10 +213,28 @@ impl Runtime {
             .map_err(|e| CreateError::Bundle(bundle.to_path_buf(), e))?;
         let spec = Spec::load(&bundle)?;
         let host = HostProfile::detect();
-        let plan = plan::build(&spec, &bundle, &host)?;
+        let mut plan = plan::build(&spec, &bundle, &host)?;
         if !plan.rootfs.is_dir() {
             return Err(CreateError::Rootfs(plan.rootfs.clone()));
         }
+        let console = match (plan.process.terminal, &opts.console_socket) {
+            (true, Some(path)) => Some(path.clone()),
+            // A foreground `run` keeps the caller's terminal (or pipes) as stdio.
+            (true, None) if mode == Mode::Run => None,
+            (true, None) => return Err(CreateError::NoConsoleSocket),
+            (false, _) => None,
+        };
+        let preserve = opts.preserve_fds;
+        if preserve > 0 {
+            plan.process
+                .env
+                .retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
+            if std::env::var_os("LISTEN_FDS").is_some() {
+                plan.process.env.push(format!("LISTEN_FDS={preserve}"));
+                plan.process.env.push("LISTEN_PID=1".into());
+            }
+        }
+        let hooks = spec.hooks.clone().unwrap_or_default();
         let linux = spec.linux.clone().unwrap_or_default();
         let layout = Layout::detect()
             .map_err(|e| CreateError::Root(PathBuf::from("/proc/self/mountinfo"), e))?;
@@ -198,8 +256,8 @@ impl Runtime {
             cgroup: None,
             pid: None,
         };
-        if let Mode::Create = mode {
-            let fifo = dir.join(EXEC_FIFO);
+        let fifo = dir.join(EXEC_FIFO);
+        if mode == Mode::Create {
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
                 .map_err(|e| CreateError::Fifo(fifo.clone(), e.into()))?;
         }
@@ -220,75 +278,31 @@ impl Runtime {
             }
         }
 
-        let (mut parent_end, child_end) = UnixStream::pair().map_err(CreateError::Sync)?;
-        let fifo_path = dir.join(EXEC_FIFO);
+        let (mut parent, child_end) = launch::pair().map_err(CreateError::Sync)?;
         let flags = plan
             .new_namespaces
             .iter()
             .filter(|k| **k != NsKind::Cgroup)
             .fold(0, |acc, k| acc | k.clone_flag());
-        // SAFETY: a raw clone without CLONE_VM behaves as fork with namespace flags. This process
-        // is single-threaded (the runtime CLI never starts threads), so the child may keep running
-        // Rust code until it execs.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (flags | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
+        let child = ChildSide {
+            plan: &plan,
+            layout: &layout,
+            cgroup: &cgroup,
+            last_cap: host.last_cap,
+            mode,
+            fifo: &fifo,
+            console: console.as_deref(),
+            preserve,
+            hooks: &hooks,
         };
-        if pid < 0 {
-            return Err(CreateError::Clone(io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            drop(parent_end);
-            let code = child_main(
-                child_end,
-                &plan,
-                &layout,
-                &cgroup,
-                host.last_cap,
-                &mode,
-                &fifo_path,
-            );
-            // SAFETY: leave without running the parent's atexit handlers or destructors.
-            unsafe { libc::_exit(code) };
-        }
-        let pid = i32::try_from(pid)
-            .map_err(|_| CreateError::Clone(io::Error::other("pid out of range")))?;
+        let pid =
+            launch::clone_child(flags, || child.main(child_end)).map_err(CreateError::Clone)?;
         undo.pid = Some(pid);
-        drop(child_end);
 
         cgroup.add(pid)?;
-        parent_end.write_all(b"g").map_err(CreateError::Sync)?;
-        let mut msg = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = parent_end.read(&mut buf).map_err(CreateError::Sync)?;
-            if n == 0 {
-                break;
-            }
-            msg.extend_from_slice(&buf[..n]);
-            if msg.first() == Some(&b'r') {
-                break;
-            }
-        }
-        match msg.split_first() {
-            Some((b'r', _)) => {}
-            Some((b'e', text)) => {
-                return Err(CreateError::Init(
-                    String::from_utf8_lossy(text).into_owned(),
-                ));
-            }
-            _ => return Err(CreateError::InitDied),
-        }
-        let pid_start = proc_stat(pid)
-            .map(|(_, s)| s)
-            .ok_or(CreateError::InitDied)?;
-        let state = State {
+        write_id_maps(pid, &linux)?;
+        parent.go().map_err(CreateError::Sync)?;
+        let mut state = State {
             oci_version: if spec.oci_version.is_empty() {
                 "1.2.0".into()
             } else {
@@ -296,7 +310,7 @@ impl Runtime {
             },
             id: id.clone(),
             pid,
-            pid_start,
+            pid_start: 0,
             bundle: bundle.clone(),
             rootfs: plan.rootfs.clone(),
             created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
@@ -304,17 +318,42 @@ impl Runtime {
             annotations: spec.annotations.clone(),
             cgroup,
         };
+        let wants_runtime_hooks = !hooks.prestart.is_empty() || !hooks.create_runtime.is_empty();
+        loop {
+            match parent.wait_ready().map_err(CreateError::Sync)? {
+                Report::Ready => break,
+                Report::Failed(msg) => return Err(CreateError::Init(msg)),
+                Report::Died => return Err(CreateError::InitDied),
+                Report::Hooks => {
+                    // The init stopped before pivot_root: run the runtime-namespace hooks, then
+                    // tell it to go on (it runs createContainer itself) with the state it needs.
+                    let template = state.to_runc_json(Status::Created);
+                    if wants_runtime_hooks {
+                        let json = hooks::state_json(&template, "creating");
+                        hooks::run("prestart", &hooks.prestart, &json)?;
+                        hooks::run("createRuntime", &hooks.create_runtime, &json)?;
+                    }
+                    parent
+                        .proceed(&template.to_string())
+                        .map_err(CreateError::Sync)?;
+                }
+            }
+        }
+        state.pid_start = proc_stat(pid)
+            .map(|(_, s)| s)
+            .ok_or(CreateError::InitDied)?;
         state
             .save(&dir)
             .map_err(|e| CreateError::SaveState(id.clone(), e))?;
         if let Some(pf) = &opts.pid_file {
-            write_pid_file(pf, pid).map_err(|e| CreateError::PidFile(pf.clone(), e))?;
+            launch::write_pid_file(pf, pid).map_err(|e| CreateError::PidFile(pf.clone(), e))?;
         }
         undo.disarm();
         Ok(Spawned {
             state,
             dir,
-            sync: parent_end,
+            sync: parent,
+            hooks,
         })
     }
 
@@ -325,6 +364,14 @@ impl Runtime {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LookupError::NotFound(id.clone())),
             Err(e) => Err(LookupError::Read(id.clone(), e)),
         }
+    }
+
+    /// The hooks of the container's bundle (read again: the bundle is the source of truth).
+    fn hooks(state: &State) -> Hooks {
+        Spec::load(&state.bundle)
+            .ok()
+            .and_then(|s| s.hooks)
+            .unwrap_or_default()
     }
 
     pub fn start(&self, id: &ContainerId) -> Result<(), StartError> {
@@ -339,6 +386,9 @@ impl Runtime {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&fifo)
             .map_err(|e| StartError::Fifo(fifo.clone(), e))?;
+        // The init writes one byte once its startContainer hooks are done, and its end closes
+        // when it execs: wait for both (or for it to die).
+        let mut got_byte = false;
         loop {
             let mut pfd = libc::pollfd {
                 fd: file.as_raw_fd(),
@@ -347,16 +397,26 @@ impl Runtime {
             };
             // SAFETY: one pollfd we own.
             let n = unsafe { libc::poll(&mut pfd, 1, 100) };
-            if n > 0 && pfd.revents & libc::POLLIN != 0 {
-                break;
-            }
-            if !state.init_alive() {
+            if n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+                let mut byte = [0u8; 1];
+                match (&file).read(&mut byte) {
+                    Ok(1) => got_byte = true,
+                    Ok(_) if got_byte => break,
+                    Ok(_) => {
+                        let _ = std::fs::remove_file(&fifo);
+                        return Err(StartError::Exited(id.clone()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(StartError::Fifo(fifo.clone(), e)),
+                }
+            } else if !state.init_alive() {
                 return Err(StartError::Exited(id.clone()));
             }
         }
-        let mut byte = [0u8; 1];
-        let _ = (&file).read(&mut byte);
         let _ = std::fs::remove_file(&fifo);
+        let hooks = Self::hooks(&state);
+        let json = state.to_runc_json(Status::Running).to_string();
+        hooks::run("poststart", &hooks.poststart, &json)?;
         Ok(())
     }
 
@@ -392,9 +452,13 @@ impl Runtime {
         let (state, dir) = self.load(id)?;
         match state.status(&dir) {
             Status::Stopped => {}
-            Status::Running if !force => return Err(DeleteError::Running(id.clone())),
-            Status::Created | Status::Running => {
+            Status::Running | Status::Paused if !force => {
+                return Err(DeleteError::Running(id.clone()));
+            }
+            Status::Created | Status::Running | Status::Paused => {
                 signal_container(&state, libc::SIGKILL, true)?;
+                // A frozen group cannot die: thaw it so SIGKILL is delivered.
+                let _ = state.cgroup.freeze(false);
                 let limit = Duration::from_secs(10);
                 let t0 = Instant::now();
                 while state.init_alive() {
@@ -405,7 +469,43 @@ impl Runtime {
                 }
             }
         }
-        destroy(&state, &dir)
+        destroy(&state, &dir, &Self::hooks(&state))
+    }
+
+    pub fn pause(&self, id: &ContainerId) -> Result<(), PauseError> {
+        let (state, dir) = self.load(id)?;
+        match state.status(&dir) {
+            Status::Running => Ok(state.cgroup.freeze(true)?),
+            other => Err(PauseError::NotRunning(id.clone(), other)),
+        }
+    }
+
+    pub fn resume(&self, id: &ContainerId) -> Result<(), PauseError> {
+        let (state, dir) = self.load(id)?;
+        match state.status(&dir) {
+            Status::Paused => Ok(state.cgroup.freeze(false)?),
+            other => Err(PauseError::NotPaused(id.clone(), other)),
+        }
+    }
+
+    /// Host pids of every process in the container.
+    pub fn pids(&self, id: &ContainerId) -> Result<Vec<i32>, LookupError> {
+        let (state, _) = self.load(id)?;
+        Ok(state.cgroup.pids())
+    }
+
+    /// Applies new resource limits to a running container.
+    pub fn update(&self, id: &ContainerId, resources: &Resources) -> Result<(), UpdateError> {
+        let (state, dir) = self.load(id)?;
+        if state.status(&dir) == Status::Stopped {
+            return Err(UpdateError::Stopped(id.clone()));
+        }
+        let layout = Layout::detect().map_err(|e| CgroupError::Create {
+            path: PathBuf::from("/proc/self/mountinfo"),
+            source: e,
+        })?;
+        let writes = cgroup::translate(resources, &layout)?;
+        Ok(state.cgroup.apply(&writes)?)
     }
 
     /// Creates, starts and (unless `detach`) waits for the container, then deletes it.
@@ -420,40 +520,44 @@ impl Runtime {
         let mut spawned = self.spawn(id, bundle, opts, Mode::Run)?;
         let pid = spawned.state.pid;
         if !detach {
-            forward_signals(pid);
+            launch::forward_signals(pid);
         }
-        spawned.sync.write_all(b"s").map_err(RunError::Start)?;
+        spawned.sync.start().map_err(RunError::Start)?;
+        // The socket closes when the init execs (close-on-exec), after startContainer.
+        spawned.sync.wait_closed().map_err(RunError::Start)?;
+        let json = spawned.state.to_runc_json(Status::Running).to_string();
+        hooks::run("poststart", &spawned.hooks.poststart, &json)?;
         if detach {
             return Ok(0);
         }
-        let code = loop {
-            let mut status = 0;
-            // SAFETY: waits for our own child; status is a valid out pointer.
-            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(RunError::Wait(e));
-            }
-            if libc::WIFEXITED(status) {
-                break libc::WEXITSTATUS(status);
-            }
-            if libc::WIFSIGNALED(status) {
-                break 128 + libc::WTERMSIG(status);
-            }
-        };
+        let code = launch::wait_exit(pid).map_err(RunError::Wait)?;
         // Whatever the init left behind in its cgroup (no pid namespace) goes with it.
         let _ = signal_container(&spawned.state, libc::SIGKILL, true);
-        destroy(&spawned.state, &spawned.dir)?;
+        destroy(&spawned.state, &spawned.dir, &spawned.hooks)?;
         Ok(code)
     }
 }
 
-use std::os::unix::fs::OpenOptionsExt;
+/// Writes the user namespace's uid and gid maps (as root: no newuidmap needed).
+fn write_id_maps(pid: i32, linux: &crate::spec::Linux) -> Result<(), CreateError> {
+    for (file, maps) in [
+        ("uid_map", &linux.uid_mappings),
+        ("gid_map", &linux.gid_mappings),
+    ] {
+        if maps.is_empty() {
+            continue;
+        }
+        let text: String = maps
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+            .collect();
+        let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+        std::fs::write(&path, text).map_err(|e| CreateError::IdMap(path, e))?;
+    }
+    Ok(())
+}
 
-fn signal_container(state: &State, signal: i32, all: bool) -> Result<(), KillError> {
+pub(crate) fn signal_container(state: &State, signal: i32, all: bool) -> Result<(), KillError> {
     let send = |pid: i32| {
         // SAFETY: kill takes integers only.
         if unsafe { libc::kill(pid, signal) } < 0 {
@@ -479,7 +583,7 @@ fn signal_container(state: &State, signal: i32, all: bool) -> Result<(), KillErr
     Ok(())
 }
 
-fn destroy(state: &State, dir: &Path) -> Result<(), DeleteError> {
+fn destroy(state: &State, dir: &Path, hooks: &Hooks) -> Result<(), DeleteError> {
     // A killed group empties asynchronously: rmdir is EBUSY until the last task has exited.
     let t0 = Instant::now();
     loop {
@@ -493,16 +597,16 @@ fn destroy(state: &State, dir: &Path) -> Result<(), DeleteError> {
         }
     }
     match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DeleteError::StateDir(dir.to_path_buf(), e)),
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DeleteError::StateDir(dir.to_path_buf(), e)),
     }
-}
-
-fn write_pid_file(path: &Path, pid: i32) -> io::Result<()> {
-    let tmp = path.with_extension("skiff-tmp");
-    std::fs::write(&tmp, pid.to_string())?;
-    std::fs::rename(tmp, path)
+    // poststop failures are reported but never keep a container from being deleted.
+    let json = state.to_runc_json(Status::Stopped).to_string();
+    if let Err(e) = hooks::run("poststop", &hooks.poststop, &json) {
+        eprintln!("skiff runtime: warning: {}", error_chain(&e));
+    }
+    Ok(())
 }
 
 /// Removes what a failed create made, in reverse order.
@@ -541,86 +645,118 @@ impl Drop for Undo {
     }
 }
 
-/// The child side of clone: set up, report, wait for start, exec. Returns an exit code only
-/// when something failed.
-fn child_main(
-    mut sync: UnixStream,
-    plan: &LaunchPlan,
-    layout: &Layout,
-    cgroup: &Cgroup,
+/// Everything the cloned init needs, borrowed from the parent's (copied) memory.
+struct ChildSide<'a> {
+    plan: &'a LaunchPlan,
+    layout: &'a Layout,
+    cgroup: &'a Cgroup,
     last_cap: u32,
-    mode: &Mode,
-    fifo: &Path,
-) -> i32 {
-    // SAFETY: prctl with integer arguments: die with the creating process while in setup.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let mut go = [0u8; 1];
-    if !matches!(sync.read(&mut go), Ok(1)) {
-        return 1;
-    }
-    let fail = |sync: &mut UnixStream, msg: String| {
-        let _ = sync.write_all(format!("e{msg}").as_bytes());
-        1
-    };
-    // The fifo is opened by path before pivot_root hides the state dir.
-    let fifo_fd = match mode {
-        Mode::Create => match nix::fcntl::open(
-            fifo,
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            Ok(fd) => Some(fd),
-            Err(e) => return fail(&mut sync, format!("opening {}: {e}", fifo.display())),
-        },
-        Mode::Run => None,
-    };
-    let mut sys = LinuxSys;
-    let ctx = Context {
-        layout,
-        cgroup,
-        last_cap,
-    };
-    let program = match init::prepare(&mut sys, plan, &ctx) {
-        Ok(p) => p,
-        Err(e) => return fail(&mut sync, error_chain(&e)),
-    };
-    // From here the init outlives `create` (and a detached `run`), which exit once it is ready.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-    if sync.write_all(b"r").is_err() {
-        return 1;
-    }
-    match fifo_fd {
-        Some(fd) => {
-            drop(sync);
-            let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            let opened = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&proc_path);
-            drop(fd);
-            match opened {
-                Ok(mut f) => {
-                    let _ = f.write_all(b"0");
-                }
-                Err(e) => {
-                    eprintln!(
-                        "skiff: container init: opening the exec fifo via {proc_path} (is /proc mounted?): {e}"
-                    );
-                    return 1;
+    mode: Mode,
+    fifo: &'a Path,
+    console: Option<&'a Path>,
+    preserve: u32,
+    hooks: &'a Hooks,
+}
+
+impl ChildSide<'_> {
+    /// Set up, report, wait for start, exec. Returns an exit code only when something failed.
+    fn main(&self, mut sync: launch::Child) -> i32 {
+        launch::die_with_parent(true);
+        if !sync.wait_byte() {
+            return 1;
+        }
+        // Host paths are opened before pivot_root hides them.
+        let fifo_fd = match self.mode {
+            Mode::Create => match nix::fcntl::open(
+                self.fifo,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            ) {
+                Ok(fd) => Some(fd),
+                Err(e) => return sync.fail(&format!("opening {}: {e}", self.fifo.display())),
+            },
+            Mode::Run => None,
+        };
+        let console = match self.console.map(terminal::connect).transpose() {
+            Ok(c) => c,
+            Err(e) => return sync.fail(&error_chain(&e)),
+        };
+        let mut sys = LinuxSys;
+        let ctx = Context {
+            layout: self.layout,
+            cgroup: self.cgroup,
+            last_cap: self.last_cap,
+        };
+        let mut state_template = String::new();
+        let mut before_pivot = || {
+            state_template = sync.pause_for_hooks()?;
+            let json = serde_json::from_str(&state_template).map_err(|e| e.to_string())?;
+            let json = hooks::state_json(&json, "creating");
+            hooks::run("createContainer", &self.hooks.create_container, &json)
+                .map_err(|e| error_chain(&e))
+        };
+        let program = match init::prepare(&mut sys, self.plan, &ctx, &mut before_pivot) {
+            Ok(p) => p,
+            Err(e) => return sync.fail(&error_chain(&e)),
+        };
+        if let Some(socket) = &console
+            && let Err(e) = terminal::attach(socket, self.plan.process.console_size)
+        {
+            return sync.fail(&error_chain(&e));
+        }
+        drop(console);
+        // From here the init outlives `create` (and a detached `run`), which exit once it is
+        // ready; before `start` it only waits.
+        launch::die_with_parent(false);
+        if !sync.ready() {
+            return 1;
+        }
+        // The write end of the exec fifo (create) or the sync socket (run) stays open until
+        // execve closes it (both are close-on-exec): the runtime reads that EOF as "the
+        // process has started", after the startContainer hooks.
+        let mut _started_signal = None;
+        match fifo_fd {
+            Some(fd) => {
+                drop(sync);
+                let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                let opened = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&proc_path);
+                drop(fd);
+                match opened {
+                    Ok(f) => _started_signal = Some(f),
+                    Err(e) => {
+                        eprintln!(
+                            "skiff: container init: opening the exec fifo via {proc_path} (is /proc mounted?): {e}"
+                        );
+                        return 1;
+                    }
                 }
             }
-        }
-        None => {
             // A parent that dies before sending the start byte closes the socket: EOF here.
-            if !matches!(sync.read(&mut go), Ok(1)) {
+            None if !sync.wait_byte() => return 1,
+            None => {}
+        }
+        if !self.hooks.start_container.is_empty() {
+            let json = serde_json::from_str(&state_template)
+                .map(|t| hooks::state_json(&t, "created"))
+                .unwrap_or_default();
+            if let Err(e) = hooks::run("startContainer", &self.hooks.start_container, &json) {
+                eprintln!("skiff: container init: {}", error_chain(&e));
                 return 1;
             }
         }
+        if let Some(f) = &mut _started_signal
+            && f.write_all(b"0").is_err()
+        {
+            return 1;
+        }
+        launch::close_extra_fds(self.preserve);
+        let err = init::exec(&mut sys, &self.plan.process, &program, self.last_cap);
+        eprintln!("skiff: container init: {}", error_chain(&err));
+        127
     }
-    let err = init::exec(&mut sys, plan, &program, last_cap);
-    eprintln!("skiff: container init: {}", error_chain(&err));
-    127
 }
 
 /// An error and its sources, joined as `a: b: c`.
@@ -633,38 +769,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     out
-}
-
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-/// While `run` waits in the foreground, the signals a terminal or supervisor sends go to the
-/// container instead.
-fn forward_signals(pid: i32) {
-    CHILD.store(pid, Ordering::Relaxed);
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGWINCH,
-    ] {
-        // SAFETY: installs an async-signal-safe handler; the sigaction struct is fully initialised.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
 }

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{Cgroup, Layout, Version};
-use crate::plan::{LaunchPlan, MountKind, MountStep, NsKind};
+use crate::plan::{LaunchPlan, MountKind, MountStep, NsKind, ProcessPlan};
 use crate::rootfs::{self, ResolveError};
 use crate::sys::Sys;
 
@@ -91,11 +91,18 @@ pub enum InitError {
     Cwd(PathBuf, #[source] io::Error),
     #[error("exec {0}")]
     Exec(PathBuf, #[source] io::Error),
+    #[error("{0}")]
+    Hook(String),
 }
 
 /// Everything up to the point where the container is "created". Returns the resolved path of
 /// the program to exec (looked up now, so a missing binary fails `create`, as runc does).
-pub fn prepare(sys: &mut dyn Sys, plan: &LaunchPlan, ctx: &Context) -> Result<PathBuf, InitError> {
+pub fn prepare(
+    sys: &mut dyn Sys,
+    plan: &LaunchPlan,
+    ctx: &Context,
+    before_pivot: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<PathBuf, InitError> {
     for (kind, path) in &plan.join_namespaces {
         if *kind != NsKind::Pid {
             sys.setns(path, *kind).map_err(|source| InitError::Join {
@@ -153,6 +160,9 @@ pub fn prepare(sys: &mut dyn Sys, plan: &LaunchPlan, ctx: &Context) -> Result<Pa
     for path in &plan.readonly_paths {
         readonly(sys, &rootfs::resolve(&plan.rootfs, path)?, path)?;
     }
+    // createRuntime, prestart and createContainer hooks run here: namespaces exist, the
+    // filesystem is built, the root is not pivoted yet.
+    before_pivot().map_err(InitError::Hook)?;
     sys.pivot_root(&plan.rootfs)
         .map_err(|e| InitError::PivotRoot(plan.rootfs.clone(), e))?;
     if shared {
@@ -182,8 +192,7 @@ pub fn prepare(sys: &mut dyn Sys, plan: &LaunchPlan, ctx: &Context) -> Result<Pa
 }
 
 /// After `start`: become the configured user with the configured capabilities and exec.
-pub fn exec(sys: &mut dyn Sys, plan: &LaunchPlan, program: &Path, last_cap: u32) -> InitError {
-    let p = &plan.process;
+pub fn exec(sys: &mut dyn Sys, p: &ProcessPlan, program: &Path, last_cap: u32) -> InitError {
     sys.umask(p.umask);
     if let Err(e) = sys.drop_bounding(&p.caps, last_cap) {
         return InitError::Bounding(e);
@@ -209,7 +218,7 @@ pub fn exec(sys: &mut dyn Sys, plan: &LaunchPlan, program: &Path, last_cap: u32)
     InitError::Exec(program.to_path_buf(), sys.exec(program, &p.args, &p.env))
 }
 
-fn find_program(sys: &mut dyn Sys, arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
+pub fn find_program(sys: &mut dyn Sys, arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
     if arg0.contains('/') {
         return Ok(PathBuf::from(arg0));
     }
@@ -585,7 +594,7 @@ mod tests {
             cgroup: &cgroup,
             last_cap: 40,
         };
-        prepare(sys, &plan(), &ctx)
+        prepare(sys, &plan(), &ctx, &mut || Ok(()))
     }
 
     fn index(calls: &[String], prefix: &str) -> usize {
@@ -641,7 +650,7 @@ mod tests {
     #[test]
     fn exec_drops_privileges_in_order() {
         let mut sys = Recorder::default();
-        let err = exec(&mut sys, &plan(), Path::new("/bin/sh"), 40);
+        let err = exec(&mut sys, &plan().process, Path::new("/bin/sh"), 40);
         assert!(matches!(err, InitError::Exec(..)));
         let c = &sys.calls;
         let order = [

@@ -8,7 +8,11 @@
 //! - [`cgroup`]    v1/v2 layout from mountinfo, resource translation, group lifecycle
 //! - [`caps`]      capability names and sets
 //! - [`state`]     container ids, the state file, derived status
-//! - [`container`] create / start / state / kill / delete / run over a state root
+//! - [`container`] create / start / state / kill / delete / run / pause / update over a state root
+//! - [`exec`]      a new process in a running container
+//! - [`launch`]    cloning the init, the parent/child sync protocol, waiting, signal forwarding
+//! - [`hooks`]     OCI lifecycle hooks (state JSON on stdin, timeouts)
+//! - [`terminal`]  `--console-socket`: a pty whose master goes to the engine
 //! - [`features`]  the `features` document and the default `config.json`
 //! - [`cli`]       the runc-compatible command line (`skiff runtime …`, `skiff-runc`)
 
@@ -16,11 +20,15 @@ pub mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod container;
+pub mod exec;
 pub mod features;
+pub mod hooks;
 pub mod host;
 pub mod init;
+pub mod launch;
 pub mod plan;
 pub mod rootfs;
 pub mod spec;
 pub mod state;
 pub mod sys;
+pub mod terminal;

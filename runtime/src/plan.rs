@@ -124,6 +124,10 @@ pub struct DeviceNode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessPlan {
+    /// A pseudo-terminal is wanted (sent over `--console-socket`).
+    pub terminal: bool,
+    /// `(rows, columns)` of that terminal.
+    pub console_size: Option<(u16, u16)>,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: PathBuf,
@@ -232,7 +236,7 @@ pub fn build(spec: &Spec, bundle: &Path, host: &HostProfile) -> Result<LaunchPla
     })
 }
 
-fn process_plan(p: &spec::Process, host: &HostProfile) -> Result<ProcessPlan, PlanError> {
+pub fn process_plan(p: &spec::Process, host: &HostProfile) -> Result<ProcessPlan, PlanError> {
     if p.args.is_empty() {
         return Err(PlanError::NoArgs);
     }
@@ -286,6 +290,8 @@ fn process_plan(p: &spec::Process, host: &HostProfile) -> Result<ProcessPlan, Pl
         });
     }
     Ok(ProcessPlan {
+        terminal: p.terminal,
+        console_size: p.console_size.map(|c| (c.height, c.width)),
         args: p.args.clone(),
         env: p.env.clone(),
         cwd: p.cwd.clone(),

@@ -21,6 +21,35 @@ pub struct Spec {
     pub linux: Option<Linux>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    pub hooks: Option<Hooks>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hooks {
+    #[serde(default)]
+    pub prestart: Vec<Hook>,
+    #[serde(default)]
+    pub create_runtime: Vec<Hook>,
+    #[serde(default)]
+    pub create_container: Vec<Hook>,
+    #[serde(default)]
+    pub start_container: Vec<Hook>,
+    #[serde(default)]
+    pub poststart: Vec<Hook>,
+    #[serde(default)]
+    pub poststop: Vec<Hook>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Hook {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Seconds.
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -35,6 +64,7 @@ pub struct Root {
 pub struct Process {
     #[serde(default)]
     pub terminal: bool,
+    pub console_size: Option<ConsoleSize>,
     #[serde(default)]
     pub user: User,
     #[serde(default)]
@@ -49,6 +79,12 @@ pub struct Process {
     #[serde(default)]
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+pub struct ConsoleSize {
+    pub height: u16,
+    pub width: u16,
 }
 
 fn default_cwd() -> PathBuf {
@@ -115,6 +151,21 @@ pub struct Linux {
     pub readonly_paths: Vec<PathBuf>,
     #[serde(default)]
     pub sysctl: BTreeMap<String, String>,
+    #[serde(default)]
+    pub uid_mappings: Vec<IdMapping>,
+    #[serde(default)]
+    pub gid_mappings: Vec<IdMapping>,
+    pub seccomp: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IdMapping {
+    #[serde(rename = "containerID")]
+    pub container_id: u32,
+    #[serde(rename = "hostID")]
+    pub host_id: u32,
+    pub size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -110,3 +110,48 @@ fn podman_detached_stop_and_rm() {
     let all = p.out(&["ps", "-a", "--format", "{{.ID}}"]);
     assert!(!all.contains(&cid[..12]), "container still listed: {all}");
 }
+
+#[test]
+fn podman_exec_tty_pause_and_default_network() {
+    let Some(p) = Podman::new() else { return };
+    let cid = ok(p.run(&["-d"], &["sleep", "1000"])).trim().to_string();
+
+    let cmdline = p.out(&["exec", &cid, "cat", "/proc/1/cmdline"]);
+    assert_eq!(
+        cmdline, "sleep\x001000\x00",
+        "exec joined the container's pid namespace"
+    );
+
+    // A terminal through --console-socket, for exec and for run.
+    let tty = p.out(&["exec", "-t", &cid, "tty"]);
+    assert!(tty.starts_with("/dev/pts/"), "{tty:?}");
+
+    p.out(&["pause", &cid]);
+    assert_eq!(
+        p.out(&["inspect", "--format", "{{.State.Status}}", &cid]),
+        "paused"
+    );
+    let pid = p.out(&["inspect", "--format", "{{.State.Pid}}", &cid]);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(
+        stat.contains(") S ") || stat.contains(") D "),
+        "frozen task: {stat}"
+    );
+    p.out(&["unpause", &cid]);
+    assert_eq!(
+        p.out(&["inspect", "--format", "{{.State.Status}}", &cid]),
+        "running"
+    );
+    p.out(&["rm", "-f", "-t", "0", &cid]);
+
+    let run_tty = ok(p.run(&["--rm", "-t"], &["tty"]));
+    assert!(run_tty.trim().starts_with("/dev/pts/"), "{run_tty:?}");
+
+    // podman's default network: a netns made by podman, joined by path.
+    let mut c = p.cmd(&["run", "--rm", "--tls-verify=false"]);
+    c.args(&p.extra)
+        .arg(&p.image)
+        .args(["ip", "-o", "-4", "addr", "show", "eth0"]);
+    let addr = ok(run_via_files(&mut c));
+    assert!(addr.contains("eth0") && addr.contains("inet "), "{addr}");
+}
