@@ -189,7 +189,8 @@ commands:
                                                change resource limits
   list [--format table|json] [--quiet]         list containers
   features                                     print supported features as JSON
-  spec [--bundle DIR]                          write a default config.json
+  spec [--bundle DIR] [--seccomp]              write a default config.json (with --seccomp:
+                                               skiff's default profile, Docker's policy)
 ";
 
 /// Entry point; returns the process exit code.
@@ -417,16 +418,30 @@ fn dispatch(g: &Global, command: &str, rest: &[String]) -> Result<i32, Failure> 
         "spec" => {
             let (a, _) = parse(
                 rest,
-                &[("bundle", &["b"], true), ("rootless", &[], false)],
+                &[
+                    ("bundle", &["b"], true),
+                    ("rootless", &[], false),
+                    ("seccomp", &[], false),
+                ],
                 false,
             )?;
             let path = PathBuf::from(a.value("bundle").unwrap_or(".")).join("config.json");
+            let mut config: serde_json::Value =
+                serde_json::from_str(crate::features::DEFAULT_CONFIG)?;
+            if a.has("seccomp") {
+                let bounding: Vec<String> =
+                    serde_json::from_value(config["process"]["capabilities"]["bounding"].clone())?;
+                let caps = crate::caps::CapSet::from_names(&bounding)?;
+                let profile =
+                    crate::seccomp::default::profile(caps, crate::seccomp::Arch::native());
+                config["linux"]["seccomp"] = serde_json::to_value(profile)?;
+            }
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&path)
                 .map_err(|e| Failure(format!("writing {}: {e}", path.display())))?;
-            f.write_all(crate::features::DEFAULT_CONFIG.as_bytes())?;
+            f.write_all(serde_json::to_string_pretty(&config)?.as_bytes())?;
             Ok(0)
         }
         "help" => {

@@ -686,6 +686,7 @@ impl ChildSide<'_> {
             layout: self.layout,
             cgroup: self.cgroup,
             last_cap: self.last_cap,
+            user_ns: self.plan.new_namespaces.contains(&NsKind::User),
         };
         let mut state_template = String::new();
         let mut before_pivot = || {

@@ -106,6 +106,7 @@ impl Runtime {
         let process = exec_process(&spec, opts)?;
         let host = HostProfile::detect();
         let mut plan = plan::process_plan(&process, &host)?;
+        plan.seccomp = plan::seccomp_filter(&spec)?;
         if plan.terminal && opts.console_socket.is_none() && opts.detach {
             return Err(ExecError::NoConsoleSocket);
         }

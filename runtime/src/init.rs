@@ -15,6 +15,8 @@ pub struct Context<'a> {
     pub layout: &'a Layout,
     pub cgroup: &'a Cgroup,
     pub last_cap: u32,
+    /// The container has its own user namespace.
+    pub user_ns: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,8 @@ pub enum InitError {
     Caps(#[source] io::Error),
     #[error("setting no_new_privs")]
     NoNewPrivs(#[source] io::Error),
+    #[error("loading the seccomp filter")]
+    Seccomp(#[source] io::Error),
     #[error("changing to the working directory {0}")]
     Cwd(PathBuf, #[source] io::Error),
     #[error("exec {0}")]
@@ -103,7 +107,15 @@ pub fn prepare(
     ctx: &Context,
     before_pivot: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<PathBuf, InitError> {
-    for (kind, path) in &plan.join_namespaces {
+    // The user namespace first (it grants the rights for the rest), the mount namespace last.
+    let rank = |k: &NsKind| match k {
+        NsKind::User => 0,
+        NsKind::Mount => 2,
+        _ => 1,
+    };
+    let mut joins: Vec<&(NsKind, PathBuf)> = plan.join_namespaces.iter().collect();
+    joins.sort_by_key(|(k, _)| rank(k));
+    for (kind, path) in joins {
         if *kind != NsKind::Pid {
             sys.setns(path, *kind).map_err(|source| InitError::Join {
                 kind: *kind,
@@ -111,6 +123,20 @@ pub fn prepare(
                 source,
             })?;
         }
+    }
+    // Before any credential change: afterwards /proc/self may no longer be writable.
+    if let Some(adj) = plan.process.oom_score_adj {
+        sys.write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
+            .map_err(|e| InitError::OomScoreAdj(adj, e))?;
+    }
+    // In a new user namespace the init still has its host credentials (which map to nothing
+    // there) until it takes the namespace's root: do that before creating any file.
+    if ctx.user_ns {
+        sys.set_ids(0, 0, &[]).map_err(|source| InitError::Ids {
+            uid: 0,
+            gid: 0,
+            source,
+        })?;
     }
     // The init was moved into its cgroup before this point, so the new namespace is rooted there.
     let cgroup_ns = plan.new_namespaces.contains(&NsKind::Cgroup);
@@ -170,15 +196,10 @@ pub fn prepare(
             .map_err(InitError::RootPropagation)?;
     }
     if plan.readonly_root {
-        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-        sys.mount(None, Path::new("/"), None, flags as u64, None)
+        remount(sys, Path::new("/"), libc::MS_RDONLY as u64)
             .map_err(|e| InitError::ReadOnly(PathBuf::from("/"), e))?;
     }
     let p = &plan.process;
-    if let Some(adj) = p.oom_score_adj {
-        sys.write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
-            .map_err(|e| InitError::OomScoreAdj(adj, e))?;
-    }
     for r in &p.rlimits {
         sys.setrlimit(r.resource, r.soft, r.hard)
             .map_err(|source| InitError::Rlimit {
@@ -196,6 +217,12 @@ pub fn exec(sys: &mut dyn Sys, p: &ProcessPlan, program: &Path, last_cap: u32) -
     sys.umask(p.umask);
     if let Err(e) = sys.drop_bounding(&p.caps, last_cap) {
         return InitError::Bounding(e);
+    }
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it while we have it.
+    if let Some(f) = p.seccomp.as_ref().filter(|_| !p.no_new_privs)
+        && let Err(e) = sys.load_seccomp(f)
+    {
+        return InitError::Seccomp(e);
     }
     if let Err(source) = sys.set_ids(p.uid, p.gid, &p.additional_gids) {
         return InitError::Ids {
@@ -215,7 +242,20 @@ pub fn exec(sys: &mut dyn Sys, p: &ProcessPlan, program: &Path, last_cap: u32) -
     if let Err(e) = sys.chdir(&p.cwd) {
         return InitError::Cwd(p.cwd.clone(), e);
     }
+    // With no_new_privs the filter goes in last, so it only has to allow execve.
+    if let Some(f) = p.seccomp.as_ref().filter(|_| p.no_new_privs)
+        && let Err(e) = sys.load_seccomp(f)
+    {
+        return InitError::Seccomp(e);
+    }
     InitError::Exec(program.to_path_buf(), sys.exec(program, &p.args, &p.env))
+}
+
+/// A bind remount with `flags` added to the mount's current (possibly locked) flags.
+fn remount(sys: &mut dyn Sys, path: &Path, flags: u64) -> io::Result<()> {
+    let current = sys.mount_flags(path)?;
+    let flags = flags | current | (libc::MS_BIND | libc::MS_REMOUNT) as u64;
+    sys.mount(None, path, None, flags, None)
 }
 
 pub fn find_program(sys: &mut dyn Sys, arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
@@ -264,8 +304,7 @@ fn mount(
                 .map_err(err)?;
             let rest = m.flags & !(libc::MS_BIND | libc::MS_REC) as u64;
             if rest != 0 {
-                let flags = rest | (libc::MS_BIND | libc::MS_REMOUNT) as u64;
-                sys.mount(None, &dest, None, flags, None).map_err(err)?;
+                remount(sys, &dest, rest).map_err(err)?;
             }
         }
         MountKind::Filesystem => {
@@ -293,11 +332,13 @@ fn mount_cgroup(
     cgroup_ns: bool,
 ) -> Result<(), InitError> {
     let err = |e| mount_err(m, e);
+    // v1 hierarchies cannot be mounted from inside a user namespace: bind them instead.
+    let user_ns = ctx.user_ns;
     sys.mkdir_all(dest).map_err(err)?;
     let flags = m.flags & !(libc::MS_RDONLY as u64);
     let one = |sys: &mut dyn Sys, version: Version, opts: &str, dir: &Path, target: &Path| {
         sys.mkdir_all(target)?;
-        if cgroup_ns {
+        if cgroup_ns && !(user_ns && version == Version::V1) {
             let fstype = if version == Version::V1 {
                 "cgroup"
             } else {
@@ -318,8 +359,7 @@ fn mount_cgroup(
                 (libc::MS_BIND | libc::MS_REC) as u64,
                 None,
             )?;
-            let f = m.flags | (libc::MS_BIND | libc::MS_REMOUNT) as u64;
-            sys.mount(None, target, None, f, None)
+            remount(sys, target, m.flags)
         }
     };
     if ctx.layout.is_unified() {
@@ -439,8 +479,7 @@ fn mask(sys: &mut dyn Sys, host: &Path, path: &Path) -> Result<(), InitError> {
                 None,
             )
             .map_err(err)?;
-            let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-            sys.mount(None, host, None, flags as u64, None).map_err(err)
+            remount(sys, host, libc::MS_RDONLY as u64).map_err(err)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(err(e)),
@@ -462,8 +501,7 @@ fn readonly(sys: &mut dyn Sys, host: &Path, path: &Path) -> Result<(), InitError
         None,
     )
     .map_err(err)?;
-    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
-    sys.mount(None, host, None, flags as u64, None).map_err(err)
+    remount(sys, host, (libc::MS_RDONLY | libc::MS_REC) as u64).map_err(err)
 }
 
 #[cfg(test)]
@@ -553,6 +591,9 @@ mod tests {
         fn set_no_new_privs(&mut self) -> io::Result<()> {
             self.record("no_new_privs".into())
         }
+        fn load_seccomp(&mut self, f: &crate::seccomp::Filter) -> io::Result<()> {
+            self.record(format!("seccomp {}", f.program.len()))
+        }
         fn chdir(&mut self, p: &Path) -> io::Result<()> {
             self.record(format!("chdir {}", p.display()))
         }
@@ -561,6 +602,9 @@ mod tests {
         }
         fn is_executable(&mut self, p: &Path) -> bool {
             p == Path::new("/bin/sh")
+        }
+        fn mount_flags(&mut self, _: &Path) -> io::Result<u64> {
+            Ok(0)
         }
         fn exec(&mut self, p: &Path, _: &[String], _: &[String]) -> io::Error {
             self.calls.push(format!("exec {}", p.display()));
@@ -575,7 +619,8 @@ mod tests {
               "noNewPrivileges":true,"capabilities":{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"]}},
             "mounts":[{"destination":"/proc","type":"proc","source":"proc"}],
             "linux":{"namespaces":[{"type":"mount"},{"type":"cgroup"},{"type":"network","path":"/n"}],
-              "maskedPaths":["/proc/kcore.x"],"readonlyPaths":["/proc/sys"],"sysctl":{"net.ipv4.ip_forward":"1"}}}"#,
+              "maskedPaths":["/proc/kcore.x"],"readonlyPaths":["/proc/sys"],"sysctl":{"net.ipv4.ip_forward":"1"},
+              "seccomp":{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ERRNO"}]}}}"#,
         )
         .unwrap();
         let host = HostProfile {
@@ -593,6 +638,7 @@ mod tests {
             layout: &layout,
             cgroup: &cgroup,
             last_cap: 40,
+            user_ns: false,
         };
         prepare(sys, &plan(), &ctx, &mut || Ok(()))
     }
@@ -663,5 +709,14 @@ mod tests {
         ];
         let idx: Vec<usize> = order.iter().map(|p| index(c, p)).collect();
         assert!(idx.windows(2).all(|w| w[0] < w[1]), "{c:#?}");
+
+        // Without no_new_privs the filter must be in before privileges go.
+        let mut plan = plan();
+        plan.process.no_new_privs = false;
+        let mut sys = Recorder::default();
+        exec(&mut sys, &plan.process, Path::new("/bin/sh"), 40);
+        let c = &sys.calls;
+        assert!(index(c, "seccomp") < index(c, "set_ids"), "{c:#?}");
+        assert!(!c.iter().any(|x| x == "no_new_privs"));
     }
 }

@@ -4,6 +4,7 @@
 //! - [`plan`]      pure: spec + [`host`] profile → a `LaunchPlan`, refusing what cannot work
 //! - [`init`]      the container's first process applying a plan through the [`sys`] seam
 //! - [`sys`]       every system-changing syscall the init makes (trait + Linux impl)
+//! - [`seccomp`]   `linux.seccomp` compiled to classic BPF, per architecture; an interpreter
 //! - [`rootfs`]    resolving container paths inside the rootfs without escaping it
 //! - [`cgroup`]    v1/v2 layout from mountinfo, resource translation, group lifecycle
 //! - [`caps`]      capability names and sets
@@ -28,6 +29,7 @@ pub mod init;
 pub mod launch;
 pub mod plan;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;

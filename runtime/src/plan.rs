@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::caps::{CAP_SYS_RESOURCE, CapSet, ProcessCaps, UnknownCap};
 use crate::host::HostProfile;
+use crate::seccomp::{self, Arch, Filter, Profile, SeccompError};
 use crate::spec::{self, Spec};
 
 /// `RLIMIT_*` names and their resource numbers.
@@ -139,6 +140,9 @@ pub struct ProcessPlan {
     pub no_new_privs: bool,
     pub rlimits: Vec<RlimitPlan>,
     pub oom_score_adj: Option<i32>,
+    /// The compiled `linux.seccomp` filter, loaded last (or before dropping privileges when
+    /// no_new_privs is off, since loading then needs CAP_SYS_ADMIN).
+    pub seccomp: Option<Filter>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +192,12 @@ pub enum PlanError {
     DevicePath(PathBuf),
     #[error("config.json: unknown rootfsPropagation {0:?}")]
     Propagation(String),
+    #[error("config.json: linux.seccomp: {0}")]
+    SeccompProfile(serde_json::Error),
+    #[error("config.json: linux.seccomp: {0}")]
+    Seccomp(#[from] SeccompError),
+    #[error("config.json: a new user namespace needs linux.uidMappings and linux.gidMappings")]
+    NoIdMappings,
 }
 
 /// Builds the plan for `spec`, whose relative paths are relative to `bundle`.
@@ -208,6 +218,12 @@ pub fn build(spec: &Spec, bundle: &Path, host: &HostProfile) -> Result<LaunchPla
             Some(p) if !p.as_os_str().is_empty() => join_namespaces.push((kind, p.clone())),
             _ => new_namespaces.push(kind),
         }
+    }
+
+    if new_namespaces.contains(&NsKind::User)
+        && (linux.uid_mappings.is_empty() || linux.gid_mappings.is_empty())
+    {
+        return Err(PlanError::NoIdMappings);
     }
 
     let root_propagation = match linux.rootfs_propagation.as_deref() {
@@ -232,8 +248,21 @@ pub fn build(spec: &Spec, bundle: &Path, host: &HostProfile) -> Result<LaunchPla
         readonly_paths: linux.readonly_paths.clone(),
         hostname: spec.hostname.clone().filter(|h| !h.is_empty()),
         sysctl: linux.sysctl.clone().into_iter().collect(),
-        process: process_plan(process, host)?,
+        process: ProcessPlan {
+            seccomp: seccomp_filter(spec)?,
+            ..process_plan(process, host)?
+        },
     })
+}
+
+/// The container's seccomp filter, compiled for this machine.
+pub fn seccomp_filter(spec: &Spec) -> Result<Option<Filter>, PlanError> {
+    let Some(value) = spec.linux.as_ref().and_then(|l| l.seccomp.as_ref()) else {
+        return Ok(None);
+    };
+    let profile: Profile =
+        serde_json::from_value(value.clone()).map_err(PlanError::SeccompProfile)?;
+    Ok(Some(seccomp::compile(&profile, Arch::native())?))
 }
 
 pub fn process_plan(p: &spec::Process, host: &HostProfile) -> Result<ProcessPlan, PlanError> {
@@ -303,6 +332,7 @@ pub fn process_plan(p: &spec::Process, host: &HostProfile) -> Result<ProcessPlan
         no_new_privs: p.no_new_privileges,
         rlimits,
         oom_score_adj: p.oom_score_adj,
+        seccomp: None,
     })
 }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::caps::ProcessCaps;
 use crate::plan::NsKind;
+use crate::seccomp::Filter;
 
 pub trait Sys {
     fn mount(
@@ -48,10 +49,14 @@ pub trait Sys {
     /// Sets the effective, permitted, inheritable and ambient sets.
     fn set_caps(&mut self, caps: &ProcessCaps) -> io::Result<()>;
     fn set_no_new_privs(&mut self) -> io::Result<()>;
+    fn load_seccomp(&mut self, filter: &Filter) -> io::Result<()>;
     fn chdir(&mut self, path: &Path) -> io::Result<()>;
     /// Whether `path` is a directory; `NotFound` when it does not exist.
     fn is_dir(&mut self, path: &Path) -> io::Result<bool>;
     fn is_executable(&mut self, path: &Path) -> bool;
+    /// The per-mount flags (`MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`, atime flags) `path`'s mount
+    /// has now. A bind remount must repeat them: in a user namespace they are locked.
+    fn mount_flags(&mut self, path: &Path) -> io::Result<u64>;
     /// Replaces the process image; returns only on failure.
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> io::Error;
 }
@@ -233,7 +238,11 @@ impl Sys for LinuxSys {
         // SAFETY: integer arguments only.
         check(unsafe { libc::setresuid(uid, uid, uid) })?;
         // SAFETY: prctl with integer arguments only.
-        check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })
+        check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })?;
+        // A credential change clears "dumpable", which hands /proc/self to host root; the
+        // container's own process must keep it.
+        // SAFETY: prctl with integer arguments only.
+        check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) })
     }
 
     fn drop_bounding(&mut self, caps: &ProcessCaps, last_cap: u32) -> io::Result<()> {
@@ -315,6 +324,30 @@ impl Sys for LinuxSys {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
 
+    fn load_seccomp(&mut self, filter: &Filter) -> io::Result<()> {
+        #[repr(C)]
+        struct SockFprog {
+            len: libc::c_ushort,
+            filter: *const crate::seccomp::bpf::Insn,
+        }
+        let len = libc::c_ushort::try_from(filter.program.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let prog = SockFprog {
+            len,
+            filter: filter.program.0.as_ptr(),
+        };
+        // SAFETY: the kernel reads `len` instructions (each laid out as struct sock_filter)
+        // from a buffer that outlives the call.
+        check_long(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                1 as libc::c_ulong, // SECCOMP_SET_MODE_FILTER
+                filter.flags as libc::c_ulong,
+                &prog as *const SockFprog,
+            )
+        })
+    }
+
     fn chdir(&mut self, path: &Path) -> io::Result<()> {
         std::env::set_current_dir(path)
     }
@@ -328,6 +361,27 @@ impl Sys for LinuxSys {
         // SAFETY: p is a valid C string.
         let ok = unsafe { libc::access(p.as_ptr(), libc::X_OK) } == 0;
         ok && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+    }
+
+    fn mount_flags(&mut self, path: &Path) -> io::Result<u64> {
+        let p = cstr(path)?;
+        // SAFETY: statvfs fills the struct we pass; p is a valid C string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        check(unsafe { libc::statvfs(p.as_ptr(), &mut st) })?;
+        let map = [
+            (libc::ST_NOSUID, libc::MS_NOSUID),
+            (libc::ST_NODEV, libc::MS_NODEV),
+            (libc::ST_NOEXEC, libc::MS_NOEXEC),
+            (libc::ST_NOATIME, libc::MS_NOATIME),
+            (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+            (libc::ST_RELATIME, libc::MS_RELATIME),
+            (libc::ST_RDONLY, libc::MS_RDONLY),
+        ];
+        Ok(map
+            .iter()
+            .filter(|(st_flag, _)| st.f_flag & *st_flag != 0)
+            .fold(0u64, |acc, (_, ms)| acc | *ms as u64))
     }
 
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> io::Error {

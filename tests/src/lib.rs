@@ -265,3 +265,75 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+/// The engine side of `--console-socket`: receives the pty master a runtime sends and collects
+/// everything the container writes to its terminal.
+pub struct ConsoleSocket {
+    pub path: PathBuf,
+    thread: Option<std::thread::JoinHandle<Vec<u8>>>,
+    _dir: TempDir,
+}
+
+impl ConsoleSocket {
+    pub fn new() -> ConsoleSocket {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let dir = TempDir::new("console");
+        let path = dir.path().join("console.sock");
+        let listener =
+            std::os::unix::net::UnixListener::bind(&path).expect("binding the console socket");
+        let thread = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().expect("accepting the runtime");
+            let mut buf = [0u8; 256];
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let msg = nix::sys::socket::recvmsg::<()>(
+                conn.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .expect("receiving the terminal");
+            let fd = msg
+                .cmsgs()
+                .expect("control messages")
+                .find_map(|c| match c {
+                    nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                })
+                .expect("an fd in SCM_RIGHTS");
+            // SAFETY: the fd was just received and is ours.
+            let mut master = unsafe { std::fs::File::from_raw_fd(fd) };
+            let mut out = Vec::new();
+            // Reading ends with EIO once the last slave fd closes.
+            let mut chunk = [0u8; 4096];
+            loop {
+                match std::io::Read::read(&mut master, &mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&chunk[..n]),
+                }
+            }
+            out
+        });
+        ConsoleSocket {
+            path,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    /// Everything written to the terminal (CRLF line ends as a tty makes them).
+    pub fn output(mut self) -> String {
+        let out = self
+            .thread
+            .take()
+            .map(|t| t.join().expect("console thread"))
+            .unwrap_or_default();
+        String::from_utf8_lossy(&out).replace("\r\n", "\n")
+    }
+}
+
+impl Default for ConsoleSocket {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -6,14 +6,23 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use skiff_tests::{
-    TempDir, images_dir, ok, peers_dir, require, require_root_and, run_via_files, skiff_bin, stderr,
+    images_dir, ok, peers_dir, require, require_root_and, run_via_files, skiff_bin, stderr,
 };
 
 struct Podman {
     runtime: PathBuf,
     extra: Vec<String>,
     image: String,
-    _dir: TempDir,
+    /// Containers this test made, removed on drop even when the test fails.
+    made: std::cell::RefCell<Vec<String>>,
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for cid in self.made.borrow().iter() {
+            let _ = run_via_files(&mut self.cmd(&["rm", "-f", "-t", "0", cid]));
+        }
+    }
 }
 
 impl Podman {
@@ -31,9 +40,12 @@ impl Podman {
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(images).unwrap()).unwrap();
         let registry = meta["registry"].as_str().unwrap().to_string();
-        let dir = TempDir::new("podman-runtime");
-        let runtime = dir.path().join("skiff-runc");
-        std::os::unix::fs::symlink(skiff_bin(), &runtime).unwrap();
+        // A stable path: podman remembers it per container, so a container left by a failed
+        // run stays removable.
+        let runtime = skiff_tests::workspace().join("target/podman-runtime/skiff-runc");
+        std::fs::create_dir_all(runtime.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&runtime);
+        let _ = std::os::unix::fs::symlink(skiff_bin(), &runtime);
         let args = Command::new(peers_dir().join("host-prep.sh"))
             .arg("podman-args")
             .output()
@@ -46,7 +58,7 @@ impl Podman {
             runtime,
             extra,
             image: format!("{registry}/busybox:latest"),
-            _dir: dir,
+            made: Default::default(),
         })
     }
 
@@ -60,6 +72,13 @@ impl Podman {
         let mut c = self.cmd(&["run", "--network", "none", "--tls-verify=false"]);
         c.args(&self.extra).args(flags).arg(&self.image).args(cmd);
         run_via_files(&mut c)
+    }
+
+    /// `podman run -d …`: the container id, remembered for cleanup.
+    fn detached(&self, cmd: &[&str]) -> String {
+        let cid = ok(self.run(&["-d"], cmd)).trim().to_string();
+        self.made.borrow_mut().push(cid.clone());
+        cid
     }
 
     fn out(&self, args: &[&str]) -> String {
@@ -77,7 +96,7 @@ fn podman_run_rm_prints() {
 #[test]
 fn podman_detached_stop_and_rm() {
     let Some(p) = Podman::new() else { return };
-    let cid = ok(p.run(&["-d"], &["sleep", "1000"])).trim().to_string();
+    let cid = p.detached(&["sleep", "1000"]);
     assert_eq!(
         p.out(&["inspect", "--format", "{{.State.Running}}", &cid]),
         "true"
@@ -105,7 +124,7 @@ fn podman_detached_stop_and_rm() {
     );
     p.out(&["rm", &cid]);
 
-    let cid = ok(p.run(&["-d"], &["sleep", "1000"])).trim().to_string();
+    let cid = p.detached(&["sleep", "1000"]);
     p.out(&["rm", "-f", "-t", "0", &cid]);
     let all = p.out(&["ps", "-a", "--format", "{{.ID}}"]);
     assert!(!all.contains(&cid[..12]), "container still listed: {all}");
@@ -114,7 +133,7 @@ fn podman_detached_stop_and_rm() {
 #[test]
 fn podman_exec_tty_pause_and_default_network() {
     let Some(p) = Podman::new() else { return };
-    let cid = ok(p.run(&["-d"], &["sleep", "1000"])).trim().to_string();
+    let cid = p.detached(&["sleep", "1000"]);
 
     let cmdline = p.out(&["exec", &cid, "cat", "/proc/1/cmdline"]);
     assert_eq!(

@@ -14,6 +14,11 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("alloc") => alloc(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1024)),
         Some("forks") => forks(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000)),
+        Some("syscalls") => println!("{}", syscalls()),
+        Some("getpid") => {
+            // SAFETY: getpid takes no arguments.
+            println!("{}", unsafe { libc::getpid() });
+        }
         Some("sleep") => loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         },
@@ -106,7 +111,7 @@ fn report(sysctls: &[&str]) -> Value {
         )
     };
     let namespaces: BTreeMap<&str, Option<std::path::PathBuf>> =
-        ["net", "uts", "ipc", "pid", "mnt", "cgroup"]
+        ["net", "uts", "ipc", "pid", "mnt", "cgroup", "user"]
             .iter()
             .map(|n| (*n, std::fs::read_link(format!("/proc/self/ns/{n}")).ok()))
             .collect();
@@ -135,6 +140,7 @@ fn report(sysctls: &[&str]) -> Value {
         "cgroup": cgroup_limits(),
         "sysctl": sysctl,
         "namespaces": namespaces,
+        "stdin_tty": std::fs::read_link("/proc/self/fd/0").ok().filter(|p| p.starts_with("/dev/pts")),
         "env": std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     })
 }
@@ -180,6 +186,53 @@ fn cgroup_limits() -> Value {
             "cpu_period": read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
             "cpuset": read("/sys/fs/cgroup/cpuset/cpuset.cpus"),
         })
+    }
+}
+
+/// The errno (0 for success) of calls a default seccomp profile refuses, and of ordinary work.
+fn syscalls() -> Value {
+    let errno = |rc: libc::c_long| {
+        if rc < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        } else {
+            0
+        }
+    };
+    // SAFETY: each call takes plain integers or pointers to static NUL-terminated strings; the
+    // ones that succeed change nothing outside this process's own namespaces.
+    unsafe {
+        let keyctl = errno(libc::syscall(
+            libc::SYS_keyctl,
+            0, /* KEYCTL_GET_KEYRING_ID */
+            -3,
+            0,
+        ));
+        let mount = errno(
+            libc::mount(
+                c"none".as_ptr(),
+                c"/tmp".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+            .into(),
+        );
+        let unshare_user = errno(libc::unshare(libc::CLONE_NEWUSER).into());
+        let getpid = errno(libc::getpid().into());
+        let file = std::fs::write("/tmp/probe-write", b"x")
+            .map_or_else(|e| e.raw_os_error().unwrap_or(-1), |()| 0);
+        let fork = {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            if pid > 0 {
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            errno(pid.into())
+        };
+        json!({"keyctl": keyctl, "mount": mount, "unshare_user": unshare_user,
+               "getpid": getpid, "write_file": file, "fork": fork})
     }
 }
 
