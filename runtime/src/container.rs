@@ -19,7 +19,7 @@ use crate::launch::{self, Report};
 use crate::plan::{self, LaunchPlan, NsKind, PlanError};
 use crate::spec::{Hooks, LoadError, Resources, Spec};
 use crate::state::{ContainerId, EXEC_FIFO, State, Status, proc_stat};
-use crate::sys::LinuxSys;
+use crate::sys::{LinuxSys, Sys};
 use crate::terminal;
 
 #[derive(Debug, thiserror::Error)]
@@ -700,10 +700,19 @@ impl ChildSide<'_> {
             Ok(p) => p,
             Err(e) => return sync.fail(&error_chain(&e)),
         };
-        if let Some(socket) = &console
-            && let Err(e) = terminal::attach(socket, self.plan.process.console_size)
-        {
-            return sync.fail(&error_chain(&e));
+        if let Some(socket) = &console {
+            let slave = match terminal::attach(socket, self.plan.process.console_size) {
+                Ok(p) => p,
+                Err(e) => return sync.fail(&error_chain(&e)),
+            };
+            // The container's /dev/console is its terminal, as runc and crun set it up.
+            let console_path = Path::new("/dev/console");
+            let bound = sys.create_file(console_path).and_then(|()| {
+                sys.mount(Some(&slave), console_path, None, libc::MS_BIND as u64, None)
+            });
+            if let Err(e) = bound {
+                return sync.fail(&format!("binding {} to /dev/console: {e}", slave.display()));
+            }
         }
         drop(console);
         // From here the init outlives `create` (and a detached `run`), which exit once it is

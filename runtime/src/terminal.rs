@@ -4,6 +4,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -31,10 +32,13 @@ fn last_error<T>() -> io::Result<T> {
 }
 
 /// Opens a pty inside the container, sends its master over `socket`, and makes its slave this
-/// process's controlling terminal and stdin/stdout/stderr.
-pub fn attach(socket: &UnixStream, size: Option<(u16, u16)>) -> Result<(), TerminalError> {
+/// process's controlling terminal and stdin/stdout/stderr. Returns the slave's path.
+pub fn attach(
+    socket: &UnixStream,
+    size: Option<(u16, u16)>,
+) -> Result<std::path::PathBuf, TerminalError> {
     let master = open_master().map_err(TerminalError::Open)?;
-    let slave = open_slave(&master).map_err(TerminalError::Open)?;
+    let (slave, path) = open_slave(&master).map_err(TerminalError::Open)?;
     if let Some((rows, cols)) = size {
         let ws = libc::winsize {
             ws_row: rows,
@@ -56,7 +60,8 @@ pub fn attach(socket: &UnixStream, size: Option<(u16, u16)>) -> Result<(), Termi
     )
     .map_err(|e| TerminalError::Send(e.into()))?;
     drop(master);
-    make_controlling(slave.as_raw_fd()).map_err(TerminalError::Controlling)
+    make_controlling(slave.as_raw_fd()).map_err(TerminalError::Controlling)?;
+    Ok(path)
 }
 
 fn open_master() -> io::Result<OwnedFd> {
@@ -74,7 +79,7 @@ fn open_master() -> io::Result<OwnedFd> {
     Ok(master)
 }
 
-fn open_slave(master: &OwnedFd) -> io::Result<OwnedFd> {
+fn open_slave(master: &OwnedFd) -> io::Result<(OwnedFd, std::path::PathBuf)> {
     let mut name = [0 as libc::c_char; 128];
     // SAFETY: the buffer is writable for its length.
     if unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) } != 0 {
@@ -85,8 +90,11 @@ fn open_slave(master: &OwnedFd) -> io::Result<OwnedFd> {
     if fd < 0 {
         return last_error();
     }
+    // SAFETY: ptsname_r NUL-terminated the name within the buffer.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()));
     // SAFETY: fd is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok((unsafe { OwnedFd::from_raw_fd(fd) }, path))
 }
 
 fn make_controlling(slave: RawFd) -> io::Result<()> {

@@ -206,3 +206,104 @@ fn configured_devices_are_created_with_their_mode_and_owner() {
         "character special file 1:3 640 0:5\ncharacter special file 1:3 666 0:0\n"
     );
 }
+
+/// Acceptance 6 of the second runtime issue: the comparison holds with seccomp, a user
+/// namespace and a terminal in the bundle.
+#[test]
+fn probe_matches_crun_with_seccomp_userns_and_terminal() {
+    if !require_root_and(&["crun"]) {
+        return;
+    }
+    let Some(b) = Bundle::unpack("busybox") else {
+        return;
+    };
+    let data = TempDir::new("probe-data-userns");
+    rich_config(&b, data.path());
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [b.path(), b.path().parent().unwrap().to_path_buf()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::create_dir_all(b.path().join("rootfs/data")).unwrap();
+    let spec = TempDir::new("probe-spec");
+    ok(skiff_tests::run_via_files(
+        Command::new(skiff_tests::skiff_bin())
+            .args(["runtime", "spec", "--seccomp", "--bundle"])
+            .arg(spec.path()),
+    ));
+    let profile: Value =
+        serde_json::from_slice(&std::fs::read(spec.path().join("config.json")).unwrap()).unwrap();
+    b.edit(|c| {
+        c["linux"]["seccomp"] = profile["linux"]["seccomp"].clone();
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["process"]["terminal"] = json!(true);
+    });
+    let root = TempDir::new("probe-root-userns");
+    let run = |cmd: &mut Command, id: &str| -> Value {
+        let console = skiff_tests::ConsoleSocket::new();
+        cmd.arg("--console-socket")
+            .arg(&console.path)
+            .arg("--bundle")
+            .arg(b.path())
+            .arg(id);
+        let status = skiff_tests::run_via_files(cmd);
+        assert!(status.status.success(), "{}", skiff_tests::stderr(&status));
+        let out = console.output();
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out:?}: {e}"))
+    };
+    let crun = run(
+        Command::new("crun")
+            .arg("--root")
+            .arg(root.path().join("crun"))
+            .arg("run"),
+        "probe-crun-u",
+    );
+    let ours = run(
+        Command::new(skiff_tests::skiff_bin())
+            .args(["runtime", "--root"])
+            .arg(root.path().join("skiff"))
+            .arg("run"),
+        "probe-skiff-u",
+    );
+    for field in [
+        "pid",
+        "hostname",
+        "uid",
+        "gid",
+        "euid",
+        "egid",
+        "groups",
+        "umask",
+        "cwd",
+        "caps",
+        "no_new_privs",
+        "seccomp",
+        "rlimits",
+        "oom_score_adj",
+        "cgroup",
+        "sysctl",
+    ] {
+        assert_eq!(crun[field], ours[field], "field {field}: crun vs skiff");
+    }
+    assert_eq!(ours["seccomp"], "2", "a seccomp filter is in place");
+    assert_eq!(ours["uid"], 1000);
+    assert!(
+        ours["stdin_tty"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("/dev/pts/")),
+        "{}",
+        ours["stdin_tty"]
+    );
+    assert!(
+        crun["stdin_tty"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("/dev/pts/"))
+    );
+    let (cm, sm) = (sorted_mounts(&crun), sorted_mounts(&ours));
+    let targets = |m: &[Value]| m.iter().map(|v| v["target"].clone()).collect::<Vec<_>>();
+    assert_eq!(targets(&cm), targets(&sm), "mount points: crun vs skiff");
+}
