@@ -18,7 +18,20 @@ fn exec_joins_the_container_and_keeps_its_limits() {
         return;
     };
     b.args(&["/probe", "sleep"]);
+    let seccomp = {
+        let dir = TempDir::new("exec-spec");
+        ok(skiff_tests::run_via_files(
+            std::process::Command::new(skiff_tests::skiff_bin())
+                .args(["runtime", "spec", "--seccomp", "--bundle"])
+                .arg(dir.path()),
+        ));
+        let c: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        c["linux"]["seccomp"].clone()
+    };
     b.edit(|c| {
+        c["linux"]["seccomp"] = seccomp;
         c["hostname"] = json!("exec-host");
         c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 300, "soft": 200}]);
         c["process"]["env"]
@@ -45,8 +58,38 @@ fn exec_joins_the_container_and_keeps_its_limits() {
         env.contains(&json!("FROM_CONFIG=1")) && env.contains(&json!("EXTRA=2")),
         "{env:?}"
     );
-    let init: Value = serde_json::from_str(&ok(runtime(r, &["exec", "x1", "/probe"]))).unwrap();
-    assert_eq!(report["namespaces"]["pid"], init["namespaces"]["pid"]);
+    let again: Value = serde_json::from_str(&ok(runtime(r, &["exec", "x1", "/probe"]))).unwrap();
+    assert_eq!(report["namespaces"]["pid"], again["namespaces"]["pid"]);
+    // The same restrictions as the container's own process.
+    let config = b.config();
+    assert_eq!(report["seccomp"], "2", "the container's seccomp filter");
+    assert_eq!(report["no_new_privs"], config["process"]["noNewPrivileges"]);
+    let want_caps = |set: &str| {
+        let names: Vec<String> =
+            serde_json::from_value(config["process"]["capabilities"][set].clone()).unwrap();
+        let bits = names.iter().fold(0u64, |acc, n| {
+            let bit = [
+                ("CAP_AUDIT_WRITE", 29),
+                ("CAP_KILL", 5),
+                ("CAP_NET_BIND_SERVICE", 10),
+            ]
+            .iter()
+            .find(|(name, _)| name == n)
+            .unwrap_or_else(|| panic!("unexpected cap {n}"))
+            .1;
+            acc | 1 << bit
+        });
+        format!("{bits:016x}")
+    };
+    assert_eq!(report["caps"]["bounding"], want_caps("bounding"));
+    assert_eq!(report["caps"]["effective"], want_caps("effective"));
+    let syscalls: Value =
+        serde_json::from_str(&ok(runtime(r, &["exec", "x1", "/probe", "syscalls"]))).unwrap();
+    assert_eq!(
+        syscalls["keyctl"],
+        libc::EPERM,
+        "seccomp applies to exec'd processes"
+    );
     assert_ne!(
         report["pid"], 1,
         "a second process in the container's pid namespace"
@@ -206,4 +249,53 @@ fn a_failing_create_hook_fails_create_and_leaves_nothing() {
     );
     assert!(!root.path().join("hf").exists());
     assert!(skiff_tests::cgroup_dirs_named("hf").is_empty());
+}
+
+#[test]
+fn preserved_fds_reach_the_container_and_others_do_not() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(b) = Bundle::unpack("busybox") else {
+        return;
+    };
+    b.args(&["sh", "-c", "echo through-fd-3 >&3 || exit 9"]);
+    let root = TempDir::new("fds");
+    let out_dir = TempDir::new("fds-out");
+    let target = out_dir.path().join("fd3");
+    let run = |preserve: bool| {
+        let file = std::fs::File::create(&target).unwrap();
+        let mut cmd = std::process::Command::new(skiff_tests::skiff_bin());
+        cmd.args(["runtime", "--root"]).arg(root.path()).arg("run");
+        if preserve {
+            cmd.args(["--preserve-fds", "1"]);
+        }
+        cmd.args(["--bundle", b.path().to_str().unwrap(), "fds"]);
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = file.as_raw_fd();
+        // SAFETY: dup2 in the child between fork and exec; async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself keeps close-on-exec: clear it explicitly.
+                if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = skiff_tests::run_via_files(&mut cmd);
+        (out, std::fs::read_to_string(&target).unwrap())
+    };
+    let (with, written) = run(true);
+    assert!(with.status.success(), "{}", skiff_tests::stderr(&with));
+    assert_eq!(written, "through-fd-3\n");
+
+    let (without, written) = run(false);
+    assert_eq!(
+        without.status.code(),
+        Some(9),
+        "fd 3 must be closed without --preserve-fds"
+    );
+    assert_eq!(written, "");
 }
