@@ -284,8 +284,29 @@ impl Runtime {
             .iter()
             .filter(|k| **k != NsKind::Cgroup)
             .fold(0, |acc, k| acc | k.clone_flag());
+        // Joining an existing user namespace: the new namespaces must belong to it, so they
+        // are made after the join, by an intermediate process, and the pid namespace needs a
+        // second fork (runc's nsexec does the same).
+        let joined_user = plan
+            .join_namespaces
+            .iter()
+            .find(|(k, _)| *k == NsKind::User)
+            .map(|(_, p)| p.clone());
+        let mut child_plan = plan.clone();
+        child_plan
+            .join_namespaces
+            .retain(|(k, _)| *k != NsKind::User);
+        let (clone_flags, two_step) = match &joined_user {
+            None => (flags, None),
+            Some(path) => {
+                // The grandchild is reparented to us when the intermediate exits.
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+                (0, Some((path.as_path(), flags)))
+            }
+        };
         let child = ChildSide {
-            plan: &plan,
+            plan: &child_plan,
             layout: &layout,
             cgroup: &cgroup,
             last_cap: host.last_cap,
@@ -294,10 +315,23 @@ impl Runtime {
             console: console.as_deref(),
             preserve,
             hooks: &hooks,
+            two_step,
         };
-        let pid =
-            launch::clone_child(flags, || child.main(child_end)).map_err(CreateError::Clone)?;
+        let pid = launch::clone_child(clone_flags, || child.main(child_end))
+            .map_err(CreateError::Clone)?;
         undo.pid = Some(pid);
+        let pid = if two_step.is_some() {
+            let init = match parent.wait_pid().map_err(CreateError::Sync)? {
+                Ok(p) => p,
+                Err(msg) => return Err(CreateError::Init(msg)),
+            };
+            // The intermediate has done its part.
+            let _ = launch::wait_exit(pid);
+            undo.pid = Some(init);
+            init
+        } else {
+            pid
+        };
 
         cgroup.add(pid)?;
         write_id_maps(pid, &linux)?;
@@ -656,12 +690,58 @@ struct ChildSide<'a> {
     console: Option<&'a Path>,
     preserve: u32,
     hooks: &'a Hooks,
+    /// Join this user namespace, then create these namespaces (clone flags) inside it.
+    two_step: Option<(&'a Path, i32)>,
 }
 
 impl ChildSide<'_> {
-    /// Set up, report, wait for start, exec. Returns an exit code only when something failed.
+    /// The cloned process: either the init itself, or (when joining a user namespace) the
+    /// intermediate that joins it, makes the new namespaces and forks the init.
     fn main(&self, mut sync: launch::Child) -> i32 {
         launch::die_with_parent(true);
+        let Some((user_ns, flags)) = self.two_step else {
+            return self.init(sync);
+        };
+        let joined = std::fs::File::open(user_ns).and_then(|f| {
+            // SAFETY: setns on an fd we hold; this process is single-threaded.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWUSER) };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = joined {
+            return sync.fail(&format!(
+                "joining the user namespace {}: {e}",
+                user_ns.display()
+            ));
+        }
+        // SAFETY: unshare takes only flags.
+        if unsafe { libc::unshare(flags) } < 0 {
+            let e = io::Error::last_os_error();
+            return sync.fail(&format!(
+                "creating namespaces in the joined user namespace: {e}"
+            ));
+        }
+        let mut report = match sync.try_clone() {
+            Ok(r) => r,
+            Err(e) => return sync.fail(&format!("{e}")),
+        };
+        match launch::clone_child(0, || self.init(sync)) {
+            Ok(init) => {
+                report.send_pid(init);
+                0
+            }
+            Err(e) => report.fail(&format!("forking the init: {e}")),
+        }
+    }
+
+    /// Set up, report, wait for start, exec. Returns an exit code only when something failed.
+    fn init(&self, mut sync: launch::Child) -> i32 {
+        // Not after the second fork: its parent, the intermediate, exits at once. There a
+        // runtime that dies shows as EOF on the socket instead.
+        launch::die_with_parent(self.two_step.is_none());
         if !sync.wait_byte() {
             return 1;
         }
@@ -686,7 +766,7 @@ impl ChildSide<'_> {
             layout: self.layout,
             cgroup: self.cgroup,
             last_cap: self.last_cap,
-            user_ns: self.plan.new_namespaces.contains(&NsKind::User),
+            user_ns: self.plan.new_namespaces.contains(&NsKind::User) || self.two_step.is_some(),
         };
         let mut state_template = String::new();
         let mut before_pivot = || {

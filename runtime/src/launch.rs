@@ -64,6 +64,27 @@ impl Parent {
         self.0.write_all(b"s")
     }
 
+    /// The init's pid from the intermediate process, or the step that failed.
+    pub fn wait_pid(&mut self) -> io::Result<Result<i32, String>> {
+        let mut msg = Vec::new();
+        let mut buf = [0u8; 1];
+        // Byte by byte: what follows the newline belongs to the init.
+        while self.0.read(&mut buf)? == 1 {
+            msg.push(buf[0]);
+            if buf[0] == b'\n' && msg.first() == Some(&b'p') {
+                break;
+            }
+        }
+        Ok(match msg.split_first() {
+            Some((b'p', rest)) => String::from_utf8_lossy(rest)
+                .trim()
+                .parse()
+                .map_err(|_| "bad pid from the intermediate process".to_string()),
+            Some((b'e', rest)) => Err(String::from_utf8_lossy(rest).into_owned()),
+            _ => Err("the intermediate process died".to_string()),
+        })
+    }
+
     /// Waits until the child's end is closed (it exec'd or died).
     pub fn wait_closed(&mut self) -> io::Result<()> {
         let mut buf = [0u8; 64];
@@ -124,6 +145,15 @@ impl Child {
             Some((b'c', rest)) => Ok(String::from_utf8_lossy(rest).trim_end().to_string()),
             _ => Err("unexpected answer from the runtime".into()),
         }
+    }
+
+    pub fn try_clone(&self) -> io::Result<Child> {
+        self.0.try_clone().map(Child)
+    }
+
+    /// The intermediate process reports the init's pid (as the runtime sees it).
+    pub fn send_pid(&mut self, pid: i32) {
+        let _ = self.0.write_all(format!("p{pid}\n").as_bytes());
     }
 
     pub fn ready(&mut self) -> bool {

@@ -179,3 +179,59 @@ fn user_namespace_maps_root_to_100000() {
         "a user namespace of its own"
     );
 }
+
+#[test]
+fn joining_a_user_namespace_by_path_makes_the_new_namespaces_inside_it() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(b) = Bundle::unpack("busybox") else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [b.path(), b.path().parent().unwrap().to_path_buf()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let root = TempDir::new("userns-join");
+    let r = root.path();
+    let bs = b.path();
+    let bs = bs.to_str().unwrap();
+    b.args(&["/probe", "sleep"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    });
+    ok(runtime(r, &["run", "-d", "--bundle", bs, "owner"]));
+    let state: Value = serde_json::from_str(&ok(runtime(r, &["state", "owner"]))).unwrap();
+    let pid = state["pid"].as_i64().unwrap();
+    let owner_userns = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+
+    // The second container joins that user namespace and gets its own pid, mount, … namespaces.
+    b.args(&["/probe"]);
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        for n in ns.iter_mut() {
+            if n["type"] == "user" {
+                n["path"] = format!("/proc/{pid}/ns/user").into();
+            }
+        }
+        let linux = c["linux"].as_object_mut().unwrap();
+        linux.remove("uidMappings");
+        linux.remove("gidMappings");
+    });
+    let report: Value =
+        serde_json::from_str(&ok(runtime(r, &["run", "--bundle", bs, "joiner"]))).unwrap();
+    assert_eq!(report["namespaces"]["user"], owner_userns.to_str().unwrap());
+    assert_eq!(
+        report["pid"], 1,
+        "a pid namespace of its own, with /proc mounted from inside it"
+    );
+    assert_eq!(report["uid"], 0);
+    let owner_pidns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(report["namespaces"]["pid"], owner_pidns.to_str().unwrap());
+    ok(runtime(r, &["delete", "--force", "owner"]));
+}
