@@ -61,6 +61,9 @@ pub trait Sys {
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> io::Error;
 }
 
+/// `ST_RELATIME` from linux/statfs.h (musl's libc bindings do not export it).
+const ST_RELATIME: libc::c_ulong = 0x1000;
+
 /// Device numbers are 32-bit in the kernel ABI.
 fn dev_part(n: u64) -> io::Result<u32> {
     u32::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
@@ -375,7 +378,7 @@ impl Sys for LinuxSys {
             (libc::ST_NOEXEC, libc::MS_NOEXEC),
             (libc::ST_NOATIME, libc::MS_NOATIME),
             (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-            (libc::ST_RELATIME, libc::MS_RELATIME),
+            (ST_RELATIME, libc::MS_RELATIME),
             (libc::ST_RDONLY, libc::MS_RDONLY),
         ];
         Ok(map
