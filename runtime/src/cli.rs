@@ -155,8 +155,6 @@ const EXEC: &[FlagSpec] = &[
     ("additional-gids", &["g"], true),
     ("process-label", &[], true),
     ("apparmor", &[], true),
-    ("cgroup", &[], true),
-    ("ignore-paused", &[], false),
 ];
 
 const UPDATE: &[FlagSpec] = &[
@@ -303,7 +301,23 @@ fn dispatch(g: &Global, command: &str, rest: &[String]) -> Result<i32, Failure> 
                 pid_file: a.value("pid-file").map(PathBuf::from),
                 console_socket: a.value("console-socket").map(PathBuf::from),
                 preserve_fds: preserved_fds(&a)?,
+                caps: a.values("cap"),
+                no_new_privs: a.has("no-new-privs"),
+                additional_gids: a
+                    .values("additional-gids")
+                    .iter()
+                    .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+                    .map(|g| {
+                        g.parse()
+                            .map_err(|_| Failure(format!("--additional-gids {g:?}: not a number")))
+                    })
+                    .collect::<Result<_, _>>()?,
             };
+            for flag in ["process-label", "apparmor"] {
+                if a.value(flag).is_some() {
+                    return Err(Failure(format!("--{flag}: no LSM support in skiff")));
+                }
+            }
             Ok(rt.exec(&id, &opts)?)
         }
         "pause" | "resume" => {

@@ -29,6 +29,12 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// `--cap`: added to every capability set of the container's process.
+    pub caps: Vec<String>,
+    /// `--no-new-privs`: set it even if the container's process does not.
+    pub no_new_privs: bool,
+    /// `--additional-gids`.
+    pub additional_gids: Vec<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +215,27 @@ fn exec_process(spec: &Spec, opts: &ExecOptions) -> Result<Process, ExecError> {
     if let Some((uid, gid)) = opts.user {
         p.user.uid = uid;
         p.user.gid = gid;
+    }
+    if !opts.additional_gids.is_empty() {
+        p.user.additional_gids = opts.additional_gids.clone();
+    }
+    if opts.no_new_privs {
+        p.no_new_privileges = true;
+    }
+    if !opts.caps.is_empty() {
+        let c = p.capabilities.get_or_insert_with(Default::default);
+        for set in [
+            &mut c.bounding,
+            &mut c.effective,
+            &mut c.permitted,
+            &mut c.inheritable,
+        ] {
+            for cap in &opts.caps {
+                if !set.contains(cap) {
+                    set.push(cap.clone());
+                }
+            }
+        }
     }
     Ok(p)
 }

@@ -95,6 +95,26 @@ fn exec_joins_the_container_and_keeps_its_limits() {
         "a second process in the container's pid namespace"
     );
 
+    // --cap and --additional-gids on top of the container's process
+    let extra: Value = serde_json::from_str(&ok(runtime(
+        r,
+        &[
+            "exec",
+            "--cap",
+            "CAP_NET_RAW",
+            "--additional-gids",
+            "7,8",
+            "x1",
+            "/probe",
+        ],
+    )))
+    .unwrap();
+    let bounding = u64::from_str_radix(extra["caps"]["bounding"].as_str().unwrap(), 16).unwrap();
+    assert_ne!(bounding & 1 << 13, 0, "CAP_NET_RAW added");
+    assert_eq!(extra["groups"], json!([7, 8]));
+    let lsm = runtime(r, &["exec", "--apparmor", "p", "x1", "true"]);
+    assert!(skiff_tests::stderr(&lsm).contains("no LSM support"));
+
     // exit codes pass through; a missing program is named
     assert_eq!(
         runtime(r, &["exec", "x1", "sh", "-c", "exit 6"])
