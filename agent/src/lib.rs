@@ -1,15 +1,37 @@
 //! skiff-agent: the device daemon, its client verbs and the `skiff` multi-call binary.
 //!
-//! - [`board`] board configurations (`board-configs/*.toml`): target, platform, budgets
+//! - [`board`]    board configurations (`board-configs/*.toml`): target, platform, budgets
+//! - [`platform`] image platforms and choosing one from an index
+//! - [`registry`] the OCI distribution client (auth, manifests, resumable blobs)
+//! - [`store`]    the data root: blobs, snapshots, image records in redb
+//! - [`unpack`]   a layer tar → its snapshot, hostile entries refused
+//! - [`pull`]     resolve, fetch, verify, unpack, record
+//! - [`bundle`]   image config + run options → runtime config.json (Docker's defaults)
+//! - [`client`]   the client verbs, daemonless on a data root
 //!
-//! The daemon, image store, supervisor and MQTT link arrive with their issues.
+//! The daemon, supervisor and MQTT link arrive with their issues.
 
 pub mod board;
+pub mod bundle;
+pub mod client;
+pub mod platform;
+pub mod pull;
+pub mod registry;
+pub mod store;
+pub mod unpack;
 
 pub const USAGE: &str = "\
-usage: skiff COMMAND
-  runtime …      the runc-compatible OCI runtime (also: this binary named skiff-runc)
-  --version      version, target and commit
+usage: skiff [--root DIR] [--config DIR] [--insecure-registry HOST:PORT]… COMMAND
+  pull [--platform P] [-q] IMAGE          fetch an image into the data root
+  images [--digests] [--format json]      list images
+  image inspect IMAGE…                    details as JSON
+  rmi IMAGE…                              remove images (blobs stay until image prune)
+  run [--rm] [--platform P] [-e K=V] [-u USER] [-w DIR] [--entrypoint E] [--network host|none] IMAGE [CMD…]
+                                          run a container in the foreground
+  runtime …                               the runc-compatible OCI runtime (also as skiff-runc)
+  --version                               version, target and commit
+--root (or SKIFF_ROOT) is the data root, default /var/lib/skiff; --config (or DOCKER_CONFIG) the
+directory of Docker's config.json with registry credentials.
 ";
 
 /// `skiff <version> (<target>, commit <sha>)`.

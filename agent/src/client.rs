@@ -1,0 +1,425 @@
+//! The client verbs (`pull`, `images`, `rmi`, `image inspect`, `run`) in daemonless mode:
+//! they work directly on a data root (`--root DIR` / `SKIFF_ROOT`). Containers are started by
+//! exec'ing this same binary's runtime role; nothing here forks inside an async runtime.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oci_spec::distribution::Reference;
+
+use crate::bundle::{self, ImageJson, Network, RunSpec};
+use crate::platform::Platform;
+use crate::pull::{self, Event, PullOptions};
+use crate::registry::{Client, ClientOptions};
+use crate::store::{ImageRecord, Store};
+
+/// Settings every verb shares, decided by `main` (flags and environment).
+pub struct Context {
+    pub root: PathBuf,
+    pub registry: ClientOptions,
+    /// The platform images are pulled for unless `--platform` says otherwise.
+    pub platform: Platform,
+    /// This binary, for starting the runtime.
+    pub exe: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(skiff_runtime::container::error_chain(&e))
+    }
+}
+
+/// Minimal flag parsing: `--flag value`, `--flag=value`, switches; stops at the first
+/// positional when `stop` (so `run IMAGE CMD --flags` leaves CMD's flags alone).
+struct Args {
+    values: Vec<(String, String)>,
+    switches: Vec<String>,
+    rest: Vec<String>,
+}
+
+fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<Args, Failure> {
+    let mut out = Args {
+        values: Vec::new(),
+        switches: Vec::new(),
+        rest: Vec::new(),
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if !a.starts_with('-') || a == "-" {
+            out.rest.extend(args[i..].iter().cloned());
+            break;
+        }
+        if a == "--" {
+            out.rest.extend(args[i + 1..].iter().cloned());
+            break;
+        }
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        if with_value.contains(&name.as_str()) {
+            let v = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    args.get(i)
+                        .cloned()
+                        .ok_or_else(|| Failure(format!("{name} needs a value")))?
+                }
+            };
+            out.values.push((name, v));
+        } else if switches.contains(&name.as_str()) {
+            out.switches.push(name);
+        } else {
+            return Err(Failure(format!("unknown flag {a}")));
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+impl Args {
+    fn value(&self, names: &[&str]) -> Option<&str> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| names.contains(&n.as_str()))
+            .map(|(_, v)| v.as_str())
+    }
+    fn values(&self, names: &[&str]) -> Vec<String> {
+        self.values
+            .iter()
+            .filter(|(n, _)| names.contains(&n.as_str()))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    fn has(&self, names: &[&str]) -> bool {
+        self.switches.iter().any(|s| names.contains(&s.as_str()))
+    }
+}
+
+pub fn reference(s: &str) -> Result<Reference, Failure> {
+    s.parse::<Reference>()
+        .map_err(|e| Failure(format!("invalid image reference {s:?}: {e}")))
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}
+
+/// Runs client verb `verb` with `args`; returns the exit code.
+pub fn main(ctx: &Context, verb: &str, args: &[String]) -> Result<i32, Failure> {
+    match verb {
+        "pull" => {
+            let a = parse(args, &["--platform"], &["-q", "--quiet"])?;
+            let [name] = a.rest.as_slice() else {
+                return Err(Failure("pull takes one image reference".into()));
+            };
+            let platform = a.value(&["--platform"]).map(str::parse).transpose()?;
+            let store = Store::open(&ctx.root)?;
+            let rec = do_pull(
+                ctx,
+                &store,
+                &reference(name)?,
+                platform,
+                a.has(&["-q", "--quiet"]),
+            )?;
+            println!("{}@{}", rec.reference, rec.repo_digest);
+            Ok(0)
+        }
+        "images" => {
+            let a = parse(args, &["--format"], &["--digests", "-q", "--quiet"])?;
+            let store = Store::open(&ctx.root)?;
+            let mut images = store.images()?;
+            images.sort_by(|a, b| a.reference.cmp(&b.reference));
+            if a.value(&["--format"]) == Some("json") {
+                println!("{}", serde_json::to_string(&images)?);
+            } else if a.has(&["-q", "--quiet"]) {
+                for i in &images {
+                    println!("{}", short(i.id()));
+                }
+            } else {
+                let digests = a.has(&["--digests"]);
+                let mut out = String::from(if digests {
+                    "REPOSITORY\tTAG\tDIGEST\tIMAGE ID\tPLATFORM\tSIZE\n"
+                } else {
+                    "REPOSITORY\tTAG\tIMAGE ID\tPLATFORM\tSIZE\n"
+                });
+                for i in &images {
+                    let r = reference(&i.reference)?;
+                    let repo = format!("{}/{}", r.registry(), r.repository());
+                    let tag = r.tag().unwrap_or("<none>");
+                    let d = if digests {
+                        format!("{}\t", i.repo_digest)
+                    } else {
+                        String::new()
+                    };
+                    out.push_str(&format!(
+                        "{repo}\t{tag}\t{d}{}\t{}\t{}\n",
+                        short(i.id()),
+                        i.platform,
+                        i.size()
+                    ));
+                }
+                print!("{out}");
+            }
+            Ok(0)
+        }
+        "rmi" => {
+            let a = parse(args, &[], &["-f", "--force"])?;
+            if a.rest.is_empty() {
+                return Err(Failure("rmi takes image references".into()));
+            }
+            let store = Store::open(&ctx.root)?;
+            let mut code = 0;
+            for name in &a.rest {
+                let r = reference(name)?.whole();
+                if store.remove_image(&r)? {
+                    println!("Untagged: {r}");
+                } else {
+                    eprintln!("skiff rmi: no such image: {name}");
+                    code = 1;
+                }
+            }
+            Ok(code)
+        }
+        "image" => match args.split_first() {
+            Some((sub, rest)) if sub == "inspect" => {
+                let store = Store::open(&ctx.root)?;
+                let mut out = Vec::new();
+                for name in rest {
+                    let r = reference(name)?.whole();
+                    let rec = store
+                        .image(&r)?
+                        .ok_or_else(|| Failure(format!("no such image: {name}")))?;
+                    out.push(inspect(&store, &rec)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                Ok(0)
+            }
+            _ => Err(Failure("usage: skiff image inspect IMAGE…".into())),
+        },
+        "run" => run(ctx, args),
+        other => Err(Failure(format!("unknown command {other:?}"))),
+    }
+}
+
+fn inspect(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value, Failure> {
+    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.config_digest)?)?;
+    let r = reference(&rec.reference)?;
+    Ok(serde_json::json!({
+        "Id": rec.config_digest,
+        "RepoTags": [rec.reference],
+        "RepoDigests": [format!("{}/{}@{}", r.registry(), r.repository(), rec.repo_digest)],
+        "ManifestDigest": rec.manifest_digest,
+        "Platform": rec.platform.to_string(),
+        "Os": rec.platform.os,
+        "Architecture": rec.platform.architecture,
+        "Variant": rec.platform.variant,
+        "Size": rec.size(),
+        "Layers": rec.layers,
+        "Config": config["config"],
+        "Created": config["created"],
+    }))
+}
+
+fn do_pull(
+    ctx: &Context,
+    store: &Store,
+    r: &Reference,
+    platform: Option<Platform>,
+    quiet: bool,
+) -> Result<ImageRecord, Failure> {
+    let client = Client::new(ctx.registry.clone());
+    let progress = move |e: Event| {
+        if quiet {
+            return;
+        }
+        let line = match e {
+            Event::Resolved { digest, platform } => format!("resolved {digest} ({platform})"),
+            Event::Warning(w) => format!("warning: {w}"),
+            Event::LayerExists { digest } => format!("{}: already present", short(digest)),
+            Event::LayerFetched { digest, bytes } => {
+                format!("{}: downloaded {bytes} bytes", short(digest))
+            }
+            Event::LayerUnpacked { digest } => format!("{}: unpacked", short(digest)),
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
+    let opts = PullOptions {
+        platform,
+        default_platform: ctx.platform.clone(),
+        progress: &progress,
+    };
+    Ok(pull::pull(store, &client, r, &opts)?)
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 32];
+    use ring::rand::SecureRandom;
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    crate::registry::hex(&b)
+}
+
+fn mount_overlay(store: &Store, image: &ImageRecord, dir: &Path) -> Result<PathBuf, Failure> {
+    let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir_all(d)
+            .map_err(|e| Failure(format!("creating {}: {e}", d.display())))?;
+    }
+    let lower: Vec<String> = image
+        .chain_ids
+        .iter()
+        .rev()
+        .map(|c| store.snapshot_path(c).display().to_string())
+        .collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| Failure(format!("bad path in {s:?}")));
+    let (src, target, fs, opts) = (
+        c("overlay")?,
+        c(&merged.display().to_string())?,
+        c("overlay")?,
+        c(&data)?,
+    );
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fs.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    if rc < 0 {
+        return Err(Failure(format!(
+            "mounting the container's overlay on {}: {}",
+            merged.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(merged)
+}
+
+fn umount(path: &Path) {
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
+        // SAFETY: c is a valid C string.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn run(ctx: &Context, args: &[String]) -> Result<i32, Failure> {
+    let a = parse(
+        args,
+        &[
+            "--platform",
+            "-e",
+            "--env",
+            "--entrypoint",
+            "-u",
+            "--user",
+            "-w",
+            "--workdir",
+            "--network",
+            "--net",
+            "--name",
+        ],
+        &[
+            "--rm",
+            "-t",
+            "--tty",
+            "-i",
+            "--interactive",
+            "-it",
+            "-d",
+            "--detach",
+        ],
+    )?;
+    if a.has(&["-d", "--detach"]) {
+        return Err(Failure(
+            "run --detach needs the daemon (not in daemonless mode yet)".into(),
+        ));
+    }
+    let (image_name, cmd) = a
+        .rest
+        .split_first()
+        .ok_or_else(|| Failure("run takes an image".into()))?;
+    let r = reference(image_name)?;
+    let platform: Option<Platform> = a.value(&["--platform"]).map(str::parse).transpose()?;
+    let store = Store::open(&ctx.root)?;
+    let image = match store.image(&r.whole())? {
+        Some(i)
+            if platform
+                .as_ref()
+                .is_none_or(|p| p.score(&i.platform).is_some()) =>
+        {
+            i
+        }
+        _ => do_pull(ctx, &store, &r, platform, false)?,
+    };
+    let network = match a.value(&["--network", "--net"]).unwrap_or("host") {
+        "none" => Network::None,
+        "host" => Network::Host,
+        "bridge" | "default" => {
+            eprintln!(
+                "skiff run: warning: bridge networking is not there yet; using the host's network"
+            );
+            Network::Host
+        }
+        other => return Err(Failure(format!("--network {other:?}: use host or none"))),
+    };
+    let image_json: ImageJson = serde_json::from_slice(&store.read_blob(&image.config_digest)?)?;
+    let id = random_id();
+    let dir = store.root.join("containers").join(&id);
+    let rootfs = mount_overlay(&store, &image, &dir)?;
+    let spec = RunSpec {
+        hostname: id[..12].to_string(),
+        cmd: cmd.to_vec(),
+        entrypoint: a.value(&["--entrypoint"]).map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.to_string()]
+            }
+        }),
+        env: a.values(&["-e", "--env"]),
+        user: a.value(&["-u", "--user"]).map(str::to_string),
+        workdir: a.value(&["-w", "--workdir"]).map(str::to_string),
+        network,
+        tty: false,
+    };
+    let result = bundle::config(&image_json.config, &spec, &rootfs)
+        .map_err(Failure::from)
+        .and_then(|config| {
+            std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+            let status = Command::new(&ctx.exe)
+                .arg("runtime")
+                .arg("--root")
+                .arg(ctx.root.join("runtime"))
+                .args(["run", "--bundle"])
+                .arg(&dir)
+                .arg(&id)
+                .status()
+                .map_err(|e| Failure(format!("starting the runtime {}: {e}", ctx.exe.display())))?;
+            use std::os::unix::process::ExitStatusExt;
+            Ok(status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        });
+    umount(&rootfs);
+    if a.has(&["--rm"]) || result.is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}

@@ -1,0 +1,492 @@
+//! An OCI distribution client (sync): manifests and blobs, anonymous, Basic and Bearer auth
+//! (tokens cached per scope), plain HTTP for loopback registries and those listed as insecure,
+//! HTTPS otherwise. Blob reads resume from an offset with `Range`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use oci_spec::distribution::Reference;
+
+/// Media types a pull accepts for a manifest.
+pub const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("{url}: HTTP {status}{detail}")]
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{url}: authentication failed (HTTP 401): {detail}")]
+    Unauthorized { url: String, detail: String },
+    #[error("{0}: manifest unknown (no such tag or digest)")]
+    NotFound(String),
+    #[error("{url}: unsupported authentication challenge {challenge:?}")]
+    Challenge { url: String, challenge: String },
+    #[error("token from {url}: {detail}")]
+    Token { url: String, detail: String },
+    #[error("reading the response of {url}")]
+    Body {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: the manifest is {got}, but {want} was asked for")]
+    DigestMismatch {
+        url: String,
+        want: String,
+        got: String,
+    },
+}
+
+/// Username and password for one registry host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Docker's `config.json` `auths`, as `docker login` writes them.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    pub hosts: HashMap<String, Credentials>,
+}
+
+impl AuthConfig {
+    /// Parses a Docker `config.json`; entries without inline `auth` are skipped.
+    pub fn parse(json: &[u8]) -> Result<AuthConfig, serde_json::Error> {
+        let v: serde_json::Value = serde_json::from_slice(json)?;
+        let mut hosts = HashMap::new();
+        if let Some(auths) = v["auths"].as_object() {
+            for (host, entry) in auths {
+                let decoded = entry["auth"]
+                    .as_str()
+                    .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
+                    .and_then(|b| String::from_utf8(b).ok());
+                let creds = match (
+                    decoded,
+                    entry["username"].as_str(),
+                    entry["password"].as_str(),
+                ) {
+                    (Some(d), _, _) => d
+                        .split_once(':')
+                        .map(|(u, p)| (u.to_string(), p.to_string())),
+                    (None, Some(u), Some(p)) => Some((u.to_string(), p.to_string())),
+                    _ => None,
+                };
+                if let Some((username, password)) = creds {
+                    let host = host
+                        .trim_start_matches("https://")
+                        .trim_start_matches("http://")
+                        .trim_end_matches('/')
+                        .trim_end_matches("/v1")
+                        .to_string();
+                    hosts.insert(host, Credentials { username, password });
+                }
+            }
+        }
+        Ok(AuthConfig { hosts })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Hosts (`host:port`) reached over plain HTTP although not on loopback.
+    pub insecure: Vec<String>,
+    pub auth: AuthConfig,
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    opts: ClientOptions,
+    /// Bearer tokens by `host + scope`.
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// A manifest as the registry served it.
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: String,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Client {
+    pub fn new(opts: ClientOptions) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .build()
+            .into();
+        Client {
+            agent,
+            opts,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `http://` for loopback and insecure registries, `https://` otherwise (as dockerd).
+    pub fn base(&self, host: &str) -> String {
+        let plain = is_loopback(host) || self.opts.insecure.iter().any(|h| h == host);
+        format!("{}://{host}", if plain { "http" } else { "https" })
+    }
+
+    fn host(r: &Reference) -> String {
+        r.resolve_registry().to_string()
+    }
+
+    /// GET with auth: on 401 the challenge is answered once (Basic or a Bearer token).
+    fn get(
+        &self,
+        host: &str,
+        repo: &str,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+        let scope = format!("repository:{repo}:pull");
+        let key = format!("{host} {scope}");
+        let mut auth = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
+        for attempt in 0..2 {
+            let mut req = self.agent.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            let resp = req.call().map_err(|e| RegistryError::Http {
+                url: url.to_string(),
+                source: Box::new(e),
+            })?;
+            if resp.status() != 401 || attempt == 1 {
+                if resp.status() == 401 {
+                    return Err(RegistryError::Unauthorized {
+                        url: url.to_string(),
+                        detail: if self.opts.auth.hosts.contains_key(host) {
+                            "the credentials were refused".into()
+                        } else {
+                            format!("no credentials for {host} (docker login, or --config DIR)")
+                        },
+                    });
+                }
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let answer = self.answer(host, &scope, url, &challenge)?;
+            if let Ok(mut t) = self.tokens.lock() {
+                t.insert(key.clone(), answer.clone());
+            }
+            auth = Some(answer);
+        }
+        Err(RegistryError::Unauthorized {
+            url: url.to_string(),
+            detail: "no answer to the challenge".into(),
+        })
+    }
+
+    fn basic(&self, host: &str) -> Option<String> {
+        self.opts.hosts_creds(host).map(|c| {
+            let raw = format!("{}:{}", c.username, c.password);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        })
+    }
+
+    /// The Authorization header value for a `WWW-Authenticate` challenge.
+    fn answer(
+        &self,
+        host: &str,
+        scope: &str,
+        url: &str,
+        challenge: &str,
+    ) -> Result<String, RegistryError> {
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => self.basic(host).ok_or_else(|| RegistryError::Unauthorized {
+                url: url.to_string(),
+                detail: format!(
+                    "{host} wants a username and password (docker login, or --config DIR)"
+                ),
+            }),
+            "bearer" => {
+                let p = parse_challenge(params);
+                let realm = p.get("realm").ok_or_else(|| RegistryError::Challenge {
+                    url: url.to_string(),
+                    challenge: challenge.to_string(),
+                })?;
+                let mut token_url = format!(
+                    "{realm}?scope={}",
+                    p.get("scope").map_or(scope, |s| s.as_str())
+                );
+                if let Some(service) = p.get("service") {
+                    token_url.push_str(&format!("&service={service}"));
+                }
+                let mut req = self.agent.get(&token_url);
+                if let Some(b) = self.basic(host) {
+                    req = req.header("Authorization", &b);
+                }
+                let mut resp = req.call().map_err(|e| RegistryError::Http {
+                    url: token_url.clone(),
+                    source: Box::new(e),
+                })?;
+                if resp.status() != 200 {
+                    return Err(RegistryError::Token {
+                        url: token_url,
+                        detail: format!("HTTP {}", resp.status()),
+                    });
+                }
+                let body = resp
+                    .body_mut()
+                    .read_to_vec()
+                    .map_err(|e| RegistryError::Http {
+                        url: token_url.clone(),
+                        source: Box::new(e),
+                    })?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| RegistryError::Token {
+                        url: token_url.clone(),
+                        detail: e.to_string(),
+                    })?;
+                let token = v["token"]
+                    .as_str()
+                    .or_else(|| v["access_token"].as_str())
+                    .ok_or_else(|| RegistryError::Token {
+                        url: token_url.clone(),
+                        detail: "no token in the answer".into(),
+                    })?;
+                Ok(format!("Bearer {token}"))
+            }
+            _ => Err(RegistryError::Challenge {
+                url: url.to_string(),
+                challenge: challenge.to_string(),
+            }),
+        }
+    }
+
+    /// Fetches the manifest `reference` names (by digest if it has one, else by tag).
+    pub fn manifest(&self, reference: &Reference) -> Result<Fetched, RegistryError> {
+        let what = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_string();
+        self.manifest_by(reference, &what)
+    }
+
+    /// Fetches manifest `what` (a tag or digest) of `reference`'s repository.
+    pub fn manifest_by(&self, reference: &Reference, what: &str) -> Result<Fetched, RegistryError> {
+        let host = Self::host(reference);
+        let repo = reference.repository();
+        let url = format!("{}/v2/{repo}/manifests/{what}", self.base(&host));
+        let mut resp = self.get(&host, repo, &url, &[("Accept", MANIFEST_TYPES.join(", "))])?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Err(RegistryError::NotFound(format!("{host}/{repo}:{what}"))),
+            s => {
+                return Err(RegistryError::Status {
+                    url,
+                    status: s,
+                    detail: String::new(),
+                });
+            }
+        }
+        let media_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(4 << 20)
+            .read_to_vec()
+            .map_err(|e| RegistryError::Http {
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
+        let digest = format!("sha256:{}", sha256_hex(&bytes));
+        if what.starts_with("sha256:") && what != digest {
+            return Err(RegistryError::DigestMismatch {
+                url,
+                want: what.to_string(),
+                got: digest,
+            });
+        }
+        Ok(Fetched {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// A reader over blob `digest` from byte `offset` on. Returns where the stream really
+    /// starts: `offset` when the registry honoured the range, 0 when it sent the whole blob.
+    pub fn blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        offset: u64,
+    ) -> Result<(Box<dyn Read + Send>, u64), RegistryError> {
+        let host = Self::host(reference);
+        let repo = reference.repository();
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(&host));
+        let headers: Vec<(&str, String)> = if offset > 0 {
+            vec![("Range", format!("bytes={offset}-"))]
+        } else {
+            Vec::new()
+        };
+        let resp = self.get(&host, repo, &url, &headers)?;
+        let start = match resp.status().as_u16() {
+            200 => 0,
+            206 => offset,
+            404 => {
+                return Err(RegistryError::Status {
+                    url,
+                    status: 404,
+                    detail: " (blob unknown)".into(),
+                });
+            }
+            s => {
+                return Err(RegistryError::Status {
+                    url,
+                    status: s,
+                    detail: String::new(),
+                });
+            }
+        };
+        let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
+        Ok((Box::new(reader), start))
+    }
+}
+
+impl ClientOptions {
+    fn hosts_creds(&self, host: &str) -> Option<&Credentials> {
+        self.auth.hosts.get(host).or_else(|| {
+            (host == "registry-1.docker.io" || host == "index.docker.io")
+                .then(|| {
+                    self.auth
+                        .hosts
+                        .get("index.docker.io")
+                        .or_else(|| self.auth.hosts.get("docker.io"))
+                })
+                .flatten()
+        })
+    }
+}
+
+/// `realm="…",service="…",scope="…"` → map.
+fn parse_challenge(params: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = params.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.insert(key, value.to_string());
+        rest = next.trim_start_matches(',').trim();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let p = parse_challenge(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+    }
+
+    #[test]
+    fn loopback_is_plain_http() {
+        let c = Client::new(ClientOptions::default());
+        assert_eq!(c.base("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(c.base("localhost:5000"), "http://localhost:5000");
+        assert_eq!(c.base("[::1]:5000"), "http://[::1]:5000");
+        assert_eq!(
+            c.base("registry.example:5000"),
+            "https://registry.example:5000"
+        );
+    }
+
+    #[test]
+    fn docker_config_auths() {
+        let cfg = AuthConfig::parse(br#"{"auths":{"reg.example:5000":{"auth":"dXNlcjpwYXNz"},"https://index.docker.io/v1/":{"username":"u","password":"p"}}}"#).unwrap();
+        assert_eq!(
+            cfg.hosts["reg.example:5000"],
+            Credentials {
+                username: "user".into(),
+                password: "pass".into()
+            }
+        );
+        assert_eq!(cfg.hosts["index.docker.io"].username, "u");
+    }
+}
