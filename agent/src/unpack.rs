@@ -258,7 +258,7 @@ fn set_mode_time(path: &Path, mode: u32, mtime: u64) -> io::Result<()> {
 fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let p = cstr(path)?;
     let t = libc::timespec {
-        tv_sec: libc::time_t::try_from(mtime).unwrap_or(0),
+        tv_sec: mtime.try_into().unwrap_or(0),
         tv_nsec: 0,
     };
     let times = [t, t];

@@ -13,6 +13,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+pub mod proxy;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -336,4 +338,42 @@ impl Default for ConsoleSocket {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The registry from `images.json` (make-images.sh), e.g. `127.0.0.1:5000`.
+pub fn registry() -> Option<String> {
+    let path = images_dir().join("images.json");
+    if !require(
+        path.exists(),
+        "test images pushed to the registry (../shared/peers/make-images.sh)",
+    ) {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    v["registry"].as_str().map(str::to_string)
+}
+
+/// `(ref, digest)` of every image in images.json.
+pub fn images() -> Vec<(String, String)> {
+    let path = images_dir().join("images.json");
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("images.json")).expect("images.json");
+    v["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            (
+                i["ref"].as_str().unwrap_or_default().to_string(),
+                i["digest"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `skiff --root ROOT ARGS…` run to completion.
+pub fn skiff(root: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(skiff_bin());
+    cmd.arg("--root").arg(root).args(args);
+    run_via_files(&mut cmd)
 }

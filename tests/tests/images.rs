@@ -1,0 +1,227 @@
+//! Images: pull every test image, dedup of shared layers, run like podman, bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::process::Command;
+
+use skiff_tests::proxy::{Fault, Proxy};
+use skiff_tests::{TempDir, ok, registry, require_root_and, run_via_files, skiff, stderr, stdout};
+
+/// Acceptance 1: every image in images.json pulls, and the digest it resolves to matches.
+#[test]
+fn every_test_image_pulls_with_its_digest() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(_) = registry() else { return };
+    let root = TempDir::new("pull-all");
+    for (reference, digest) in skiff_tests::images() {
+        let out = ok(skiff(root.path(), &["pull", "-q", &reference]));
+        assert_eq!(out.trim(), format!("{reference}@{digest}"), "{reference}");
+    }
+    let images: serde_json::Value =
+        serde_json::from_str(&ok(skiff(root.path(), &["images", "--format", "json"]))).unwrap();
+    assert_eq!(
+        images.as_array().unwrap().len(),
+        skiff_tests::images().len()
+    );
+    // The zstd image unpacks to the same files as the gzip one: same diff_ids.
+    let by_ref = |r: &str| {
+        images
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["reference"].as_str().unwrap().ends_with(r))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_ref("/busybox-zstd:latest")["chain_ids"],
+        by_ref("/busybox:latest")["chain_ids"]
+    );
+    // A multi-arch index records the index digest and, separately, the manifest pulled.
+    let multi = by_ref("/busybox-multiarch:latest");
+    assert_ne!(multi["repo_digest"], multi["manifest_digest"]);
+}
+
+/// Acceptance 2: after busybox, pulling busybox-app fetches none of the shared base layer.
+#[test]
+fn shared_layers_are_fetched_once() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(upstream) = registry() else { return };
+    let proxy = Proxy::start(&upstream);
+    let root = TempDir::new("dedup");
+    let base = {
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(skiff_tests::images_dir().join("images.json")).unwrap(),
+        )
+        .unwrap();
+        meta["shared_base_layer"].as_str().unwrap().to_string()
+    };
+    ok(skiff(
+        root.path(),
+        &["pull", &format!("{}/busybox:latest", proxy.addr)],
+    ));
+    assert_eq!(
+        proxy.blob_gets(&base).len(),
+        1,
+        "busybox fetches its layer once"
+    );
+    proxy.clear();
+    ok(skiff(
+        root.path(),
+        &["pull", &format!("{}/busybox-app:latest", proxy.addr)],
+    ));
+    assert!(
+        proxy.blob_gets(&base).is_empty(),
+        "busybox-app refetched the shared layer: {:?}",
+        proxy.log()
+    );
+    let blob_gets = proxy
+        .log()
+        .into_iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .count();
+    assert_eq!(blob_gets, 2, "config + app layer only: {:?}", proxy.log());
+}
+
+/// Acceptance 3: `run --rm` of busybox-app prints what podman prints; foreign platforms run
+/// under binfmt.
+#[test]
+fn run_matches_podman_and_runs_foreign_platforms() {
+    if !require_root_and(&["podman"]) {
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    let root = TempDir::new("run");
+    let app = format!("{reg}/busybox-app:latest");
+    let ours = skiff(root.path(), &["run", "--rm", &app]);
+    assert!(ours.status.success(), "{}", stderr(&ours));
+    let extra = Command::new(skiff_tests::peers_dir().join("host-prep.sh"))
+        .arg("podman-args")
+        .output()
+        .unwrap();
+    let extra: Vec<String> = String::from_utf8_lossy(&extra.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let theirs = ok(run_via_files(
+        Command::new("podman")
+            .args(["run", "--rm", "--tls-verify=false"])
+            .args(&extra)
+            .arg(&app),
+    ));
+    assert_eq!(stdout(&ours), theirs);
+    assert!(theirs.contains("hello"), "{theirs}");
+    // Whiteouts applied: the app layer deleted /etc/motd and emptied /var/lib/demo.
+    let ls = ok(skiff(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            &app,
+            "sh",
+            "-c",
+            "ls /etc/motd /var/lib/demo/ 2>&1; true",
+        ],
+    ));
+    assert!(ls.contains("No such file"), "{ls}");
+    assert!(!ls.contains("old.txt"), "{ls}");
+
+    // Foreign platforms under qemu-user binfmt.
+    let multi = format!("{reg}/busybox-multiarch:latest");
+    for (platform, machine) in [("linux/arm64", "aarch64"), ("linux/arm/v7", "armv7l")] {
+        let out = ok(skiff(
+            root.path(),
+            &["run", "--rm", "--platform", platform, &multi, "uname", "-m"],
+        ));
+        assert_eq!(out.trim(), machine, "{platform}");
+    }
+    // Exit codes pass through, and --rm leaves no container behind.
+    let code = skiff(root.path(), &["run", "--rm", &app, "sh", "-c", "exit 3"]);
+    assert_eq!(code.status.code(), Some(3));
+    assert_eq!(
+        std::fs::read_dir(root.path().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+/// Acceptance 6 (part): corrupted blobs, non-JSON manifests and missing tags fail clearly
+/// and leave no image.
+#[test]
+fn bad_registry_answers_fail_clearly_and_leave_nothing() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(upstream) = registry() else { return };
+    let proxy = Proxy::start(&upstream);
+    let root = TempDir::new("bad-registry");
+    let r = root.path();
+    let busybox = format!("{}/busybox:latest", proxy.addr);
+
+    proxy.set_fault(Fault::CorruptBlobs);
+    let o = skiff(r, &["pull", &busybox]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("digest"), "{}", stderr(&o));
+    proxy.set_fault(Fault::GarbageManifests);
+    let o = skiff(r, &["pull", &busybox]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not valid JSON"), "{}", stderr(&o));
+    proxy.set_fault(Fault::None);
+    let o = skiff(r, &["pull", &format!("{}/busybox:no-such-tag", proxy.addr)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("manifest unknown"), "{}", stderr(&o));
+    let o = skiff(r, &["pull", "Not A Reference"]);
+    assert!(
+        stderr(&o).contains("invalid image reference"),
+        "{}",
+        stderr(&o)
+    );
+
+    let images: serde_json::Value =
+        serde_json::from_str(&ok(skiff(r, &["images", "--format", "json"]))).unwrap();
+    assert_eq!(images, serde_json::json!([]), "no image recorded");
+    let blobs: Vec<_> = std::fs::read_dir(r.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let layer = "f3a903d6661cff61aa267f66a657eb828250d013446052b9a2ebeea5cc343952";
+    assert!(
+        !blobs.iter().any(|b| b.to_str() == Some(layer)),
+        "a corrupt blob was kept"
+    );
+    // And a clean pull afterwards works.
+    ok(skiff(r, &["pull", &busybox]));
+}
+
+/// Acceptance 5 (part): a connection cut mid-blob resumes with Range; the total fetched stays
+/// within 1.05 × the blob size.
+#[test]
+fn a_cut_download_resumes() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(upstream) = registry() else { return };
+    let proxy = Proxy::start(&upstream);
+    let root = TempDir::new("resume");
+    let layer = "sha256:f3a903d6661cff61aa267f66a657eb828250d013446052b9a2ebeea5cc343952";
+    let size = 1_031_740u64;
+    proxy.set_fault(Fault::CutBlobsAfter(300_000, 2));
+    ok(skiff(
+        root.path(),
+        &["pull", &format!("{}/busybox:latest", proxy.addr)],
+    ));
+    let gets = proxy.blob_gets(layer);
+    assert_eq!(gets.len(), 3, "two cuts, two resumes: {gets:?}");
+    assert_eq!(gets[1].range.as_deref(), Some("bytes=300000-"));
+    assert_eq!(gets[2].range.as_deref(), Some("bytes=600000-"));
+    let total: u64 = gets.iter().map(|g| g.sent).sum();
+    assert!(
+        total as f64 <= size as f64 * 1.05,
+        "fetched {total} bytes of a {size}-byte blob"
+    );
+}
