@@ -190,6 +190,14 @@ pub fn main(ctx: &Context, verb: &str, args: &[String]) -> Result<i32, Failure> 
             Ok(code)
         }
         "image" => match args.split_first() {
+            Some((sub, _)) if sub == "prune" => {
+                let store = Store::open(&ctx.root)?;
+                let (blobs, snaps, bytes) = store.prune()?;
+                println!(
+                    "Deleted {blobs} blobs and {snaps} snapshots, reclaimed {bytes} bytes of blobs"
+                );
+                Ok(0)
+            }
             Some((sub, rest)) if sub == "inspect" => {
                 let store = Store::open(&ctx.root)?;
                 let mut out = Vec::new();
@@ -203,7 +211,9 @@ pub fn main(ctx: &Context, verb: &str, args: &[String]) -> Result<i32, Failure> 
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 Ok(0)
             }
-            _ => Err(Failure("usage: skiff image inspect IMAGE…".into())),
+            _ => Err(Failure(
+                "usage: skiff image inspect IMAGE… | skiff image prune".into(),
+            )),
         },
         "run" => run(ctx, args),
         other => Err(Failure(format!("unknown command {other:?}"))),

@@ -25,6 +25,7 @@ usage: skiff [--root DIR] [--config DIR] [--insecure-registry HOST:PORT]… COMM
   pull [--platform P] [-q] IMAGE          fetch an image into the data root
   images [--digests] [--format json]      list images
   image inspect IMAGE…                    details as JSON
+  image prune                             remove blobs and snapshots no image uses
   rmi IMAGE…                              remove images (blobs stay until image prune)
   run [--rm] [--platform P] [-e K=V] [-u USER] [-w DIR] [--entrypoint E] [--network host|none] IMAGE [CMD…]
                                           run a container in the foreground

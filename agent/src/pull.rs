@@ -205,6 +205,7 @@ pub fn pull(
         .config
         .as_ref()
         .ok_or_else(|| PullError::MediaType(name.clone(), "a manifest without config".into()))?;
+    check_space(store, &manifest.layers)?;
     let config = fetch_small(store, client, reference, &config_desc.digest)?;
     let head_cfg: ConfigHead = parse(&config, "image config", &config_desc.digest)?;
     let image_platform = Platform::new(
@@ -239,7 +240,6 @@ pub fn pull(
         });
     }
     let chain_ids = chain_ids(&diff_ids);
-    check_space(store, &manifest.layers, &chain_ids)?;
 
     // Layers in parallel, a few at a time.
     let jobs: Vec<(usize, &Descriptor)> = manifest.layers.iter().enumerate().collect();
@@ -317,21 +317,13 @@ fn free_bytes(path: &Path) -> Option<u64> {
         .then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Refuses before the first byte when the missing layers (compressed, plus about twice that
-/// unpacked) will not fit.
-fn check_space(store: &Store, layers: &[Descriptor], chains: &[String]) -> Result<(), PullError> {
+/// Refuses before the first blob byte when the missing layers (compressed, plus about twice
+/// that unpacked) will not fit.
+fn check_space(store: &Store, layers: &[Descriptor]) -> Result<(), PullError> {
     let needed: u64 = layers
         .iter()
-        .zip(chains)
-        .map(|(d, c)| {
-            let blob = if store.has_blob(&d.digest) { 0 } else { d.size };
-            let snap = if store.snapshot_path(c).is_dir() {
-                0
-            } else {
-                d.size * 2
-            };
-            blob + snap
-        })
+        .filter(|d| !store.has_blob(&d.digest))
+        .map(|d| d.size.saturating_mul(3))
         .sum();
     if let Some(free) = free_bytes(&store.root)
         && needed > free

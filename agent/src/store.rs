@@ -156,6 +156,65 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes every blob and snapshot no image (and no container dir's `lower` file) refers
+    /// to. Returns (blobs, snapshots, bytes) removed. Partial downloads in `ingest` stay: a
+    /// later pull resumes them.
+    pub fn prune(&self) -> Result<(usize, usize, u64), StoreError> {
+        let images = self.images()?;
+        let mut blobs = std::collections::HashSet::new();
+        let mut snaps = std::collections::HashSet::new();
+        for i in &images {
+            for d in [&i.repo_digest, &i.manifest_digest, &i.config_digest] {
+                blobs.insert(d.trim_start_matches("sha256:").to_string());
+            }
+            for l in &i.layers {
+                blobs.insert(l.digest.trim_start_matches("sha256:").to_string());
+            }
+            for c in &i.chain_ids {
+                snaps.insert(c.trim_start_matches("sha256:").to_string());
+            }
+        }
+        // Snapshots a container's overlay uses right now.
+        for entry in std::fs::read_dir(self.root.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(text) = std::fs::read_to_string(entry.path().join("lower")) {
+                snaps.extend(
+                    text.lines()
+                        .map(|l| l.trim_start_matches("sha256:").to_string()),
+                );
+            }
+        }
+        let mut removed = (0, 0, 0u64);
+        for entry in std::fs::read_dir(self.root.join("blobs/sha256"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !blobs.contains(&name) {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    removed.0 += 1;
+                    removed.2 += size;
+                }
+            }
+        }
+        for entry in std::fs::read_dir(self.root.join("snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !snaps.contains(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed.1 += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     pub fn image(&self, reference: &str) -> Result<Option<ImageRecord>, StoreError> {
         Ok(self
             .images()?

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds an OCI image layout of hostile and broken images for skiff's unpack tests.
 
-    make-layout.py OUTDIR TARGET_PREFIX
+    make-layout.py OUTDIR TARGET_PREFIX [--big]
 
 TARGET_PREFIX is a host path (e.g. /tmp/skiff-hostile-1234) that the hostile layers try to
 reach; the test checks that nothing appears there. Each image is a tag in OUTDIR's index.json.
@@ -15,6 +15,7 @@ import sys
 import tarfile
 
 out, target = sys.argv[1], sys.argv[2]
+big_only = len(sys.argv) > 3 and sys.argv[3] == "--big"
 blobs = os.path.join(out, "blobs", "sha256")
 os.makedirs(blobs, exist_ok=True)
 
@@ -65,6 +66,16 @@ def image(tag, raws, diff_ids=None):
     index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
                                "size": ms, "annotations": {"org.opencontainers.image.ref.name": tag}})
 
+
+if big_only:
+    # One 12 MiB layer of random bytes (incompressible), for the free-space check.
+    image("big", [tar_of([{"name": "random", "data": os.urandom(12 << 20)}])])
+    with open(os.path.join(out, "index.json"), "w") as f:
+        json.dump(index, f)
+    with open(os.path.join(out, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    print("big")
+    sys.exit(0)
 
 up = "../" * 12
 rel_target = target.lstrip("/")

@@ -24,6 +24,8 @@ pub enum Fault {
     GarbageManifests,
     /// Close blob responses after this many body bytes, the next `n` times.
     CutBlobsAfter(u64, u32),
+    /// Send this many body bytes of a blob, then hang (until the client goes away).
+    StallBlobsAfter(u64),
 }
 
 pub struct Proxy {
@@ -142,6 +144,24 @@ fn serve(
         // The client must not reuse this connection: answer with close semantics.
         let rhead = rhead.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
         client.write_all(rhead.as_bytes())?;
+        if let Fault::StallBlobsAfter(n) = f
+            && is_blob
+            && (body.len() as u64) > n
+        {
+            let n = usize::try_from(n).unwrap_or(0);
+            client.write_all(&body[..n])?;
+            client.flush()?;
+            log.lock().expect("log lock").push(Logged {
+                method,
+                path,
+                range,
+                sent: n as u64,
+            });
+            // Hold the connection open until the client dies.
+            let mut sink = [0u8; 1];
+            let _ = client.read(&mut sink);
+            return Ok(());
+        }
         let send = cut.map_or(body.len(), |n| usize::try_from(n).unwrap_or(body.len()));
         client.write_all(&body[..send])?;
         log.lock().expect("log lock").push(Logged {

@@ -225,3 +225,155 @@ fn a_cut_download_resumes() {
         "fetched {total} bytes of a {size}-byte blob"
     );
 }
+
+/// Acceptance 5 (kill -9): the next pull resumes the killed download with `Range: bytes=K-`.
+#[test]
+fn a_killed_pull_resumes_from_its_verified_prefix() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(upstream) = registry() else { return };
+    let proxy = Proxy::start(&upstream);
+    let root = TempDir::new("killed");
+    let layer = "sha256:f3a903d6661cff61aa267f66a657eb828250d013446052b9a2ebeea5cc343952";
+    proxy.set_fault(Fault::StallBlobsAfter(400_000));
+    let mut child = Command::new(skiff_tests::skiff_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["pull", "-q", &format!("{}/busybox:latest", proxy.addr)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ingest = root
+        .path()
+        .join("blobs/ingest")
+        .join(layer.trim_start_matches("sha256:"));
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&ingest).map(|m| m.len()).unwrap_or(0) < 400_000 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "the download never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let images: serde_json::Value =
+        serde_json::from_str(&ok(skiff(root.path(), &["images", "--format", "json"]))).unwrap();
+    assert_eq!(
+        images,
+        serde_json::json!([]),
+        "a killed pull shows no image"
+    );
+    proxy.set_fault(Fault::None);
+    ok(skiff(
+        root.path(),
+        &["pull", "-q", &format!("{}/busybox:latest", proxy.addr)],
+    ));
+    let gets = proxy.blob_gets(layer);
+    let resumed = gets.last().unwrap();
+    let k: u64 = resumed
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .unwrap_or(0);
+    assert_eq!(k, 400_000, "resumed with {:?}", resumed.range);
+}
+
+/// Acceptance 7: an 8 MiB tmpfs data root refuses a larger pull before fetching any blob.
+#[test]
+fn a_small_disk_refuses_a_large_pull_up_front() {
+    if !require_root_and(&["skopeo", "python3"]) {
+        return;
+    }
+    let Some(upstream) = registry() else { return };
+    let layout = TempDir::new("big-layout");
+    ok(run_via_files(
+        Command::new("python3")
+            .arg(skiff_tests::workspace().join("tests/hostile/make-layout.py"))
+            .arg(layout.path())
+            .arg("/nonexistent")
+            .arg("--big"),
+    ));
+    let repo = format!("{upstream}/skiff-big-{}", std::process::id());
+    ok(run_via_files(
+        Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:big", layout.path().display()))
+            .arg(format!("docker://{repo}:big")),
+    ));
+    let proxy = Proxy::start(&upstream);
+    let root = TempDir::new("tmpfs-root");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(root.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let o = skiff(
+        root.path(),
+        &[
+            "pull",
+            &format!("{}/skiff-big-{}:big", proxy.addr, std::process::id()),
+        ],
+    );
+    let _ = Command::new("umount").arg(root.path()).status();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("not enough disk space")
+            && err.contains("needs about")
+            && err.contains("are free"),
+        "{err}"
+    );
+    let blob_gets = proxy
+        .log()
+        .into_iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .count();
+    assert_eq!(
+        blob_gets,
+        0,
+        "no blob is fetched before the check: {:?}",
+        proxy.log()
+    );
+}
+
+/// Acceptance 8: rmi busybox-app then image prune: the app layer goes, the shared base stays.
+#[test]
+fn rmi_and_prune_keep_shared_layers() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    let root = TempDir::new("prune");
+    let r = root.path();
+    let (base, app) = (
+        format!("{reg}/busybox:latest"),
+        format!("{reg}/busybox-app:latest"),
+    );
+    ok(skiff(r, &["pull", "-q", &base]));
+    ok(skiff(r, &["pull", "-q", &app]));
+    let app_layer = "7148851f233e02eff73f5514fb32c76a5570c24d6fb56738d59f9d16b04a03e8";
+    let base_layer = "f3a903d6661cff61aa267f66a657eb828250d013446052b9a2ebeea5cc343952";
+    let blob = |d: &str| r.join("blobs/sha256").join(d).exists();
+    assert!(blob(app_layer) && blob(base_layer));
+    let snapshots = || std::fs::read_dir(r.join("snapshots")).unwrap().count();
+    assert_eq!(snapshots(), 2);
+    ok(skiff(r, &["rmi", &app]));
+    let pruned = ok(skiff(r, &["image", "prune"]));
+    assert!(
+        pruned.contains("Deleted 3 blobs and 1 snapshots"),
+        "{pruned}"
+    );
+    assert!(!blob(app_layer), "the app layer stayed");
+    assert!(blob(base_layer), "the shared base went");
+    assert_eq!(snapshots(), 1);
+    // busybox still runs; a second prune finds nothing.
+    ok(skiff(r, &["run", "--rm", &base, "true"]));
+    assert!(ok(skiff(r, &["image", "prune"])).contains("Deleted 0 blobs and 0 snapshots"));
+    let o = skiff(r, &["rmi", &app]);
+    assert!(!o.status.success() && stderr(&o).contains("no such image"));
+}
