@@ -21,7 +21,7 @@ pub mod store;
 pub mod unpack;
 
 pub const USAGE: &str = "\
-usage: skiff [--root DIR] [--config DIR] [--insecure-registry HOST:PORT]… COMMAND
+usage: skiff [--root DIR] [--config DIR] [--certs-dir DIR]… [--insecure-registry HOST:PORT]… COMMAND
   pull [--platform P] [-q] IMAGE          fetch an image into the data root
   images [--digests] [--format json]      list images
   image inspect IMAGE…                    details as JSON
@@ -32,7 +32,8 @@ usage: skiff [--root DIR] [--config DIR] [--insecure-registry HOST:PORT]… COMM
   runtime …                               the runc-compatible OCI runtime (also as skiff-runc)
   --version                               version, target and commit
 --root (or SKIFF_ROOT) is the data root, default /var/lib/skiff; --config (or DOCKER_CONFIG) the
-directory of Docker's config.json with registry credentials.
+directory of Docker's config.json with registry credentials; --certs-dir (default
+/etc/skiff/certs.d, then /etc/docker/certs.d) holds HOST:PORT/ca.crt for private registries.
 ";
 
 /// `skiff <version> (<target>, commit <sha>)`.

@@ -40,13 +40,17 @@ fn client_main(args: &[String]) -> i32 {
     let mut root = std::env::var_os("SKIFF_ROOT").map(PathBuf::from);
     let mut config_dir = std::env::var_os("DOCKER_CONFIG").map(PathBuf::from);
     let mut insecure = Vec::new();
+    let mut certs_dirs = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let (flag, inline) = match args[i].split_once('=') {
             Some((f, v)) => (f.to_string(), Some(v.to_string())),
             None => (args[i].clone(), None),
         };
-        if !matches!(flag.as_str(), "--root" | "--config" | "--insecure-registry") {
+        if !matches!(
+            flag.as_str(),
+            "--root" | "--config" | "--insecure-registry" | "--certs-dir"
+        ) {
             break;
         }
         let value = match inline {
@@ -65,6 +69,7 @@ fn client_main(args: &[String]) -> i32 {
         match flag.as_str() {
             "--root" => root = Some(PathBuf::from(value)),
             "--config" => config_dir = Some(PathBuf::from(value)),
+            "--certs-dir" => certs_dirs.push(PathBuf::from(value)),
             _ => insecure.push(value),
         }
         i += 1;
@@ -91,7 +96,18 @@ fn client_main(args: &[String]) -> i32 {
     };
     let ctx = Context {
         root: root.unwrap_or_else(|| PathBuf::from("/var/lib/skiff")),
-        registry: ClientOptions { insecure, auth },
+        registry: ClientOptions {
+            insecure,
+            auth,
+            certs_dirs: if certs_dirs.is_empty() {
+                vec![
+                    PathBuf::from("/etc/skiff/certs.d"),
+                    PathBuf::from("/etc/docker/certs.d"),
+                ]
+            } else {
+                certs_dirs
+            },
+        },
         platform: Platform::host(),
         exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
     };

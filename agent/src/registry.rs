@@ -1,10 +1,13 @@
 //! An OCI distribution client (sync): manifests and blobs, anonymous, Basic and Bearer auth
-//! (tokens cached per scope), plain HTTP for loopback registries and those listed as insecure,
-//! HTTPS otherwise. Blob reads resume from an offset with `Range`.
+//! (tokens cached per scope), HTTPS with the Mozilla roots or the CAs in
+//! `certs.d/HOST:PORT/*.crt` (as Docker reads them), plain HTTP for hosts listed as insecure
+//! and for loopback registries that do not speak TLS (as dockerd allows). Blob reads resume
+//! from an offset with `Range`.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -53,6 +56,16 @@ pub enum RegistryError {
         want: String,
         got: String,
     },
+    #[error(
+        "{url}: the registry's TLS certificate is not trusted ({detail}); put its CA at {hint}/ca.crt"
+    )]
+    Certificate {
+        url: String,
+        detail: String,
+        hint: String,
+    },
+    #[error("reading the CA certificates in {0}")]
+    Ca(PathBuf, #[source] std::io::Error),
 }
 
 /// Username and password for one registry host.
@@ -110,6 +123,8 @@ pub struct ClientOptions {
     /// Hosts (`host:port`) reached over plain HTTP although not on loopback.
     pub insecure: Vec<String>,
     pub auth: AuthConfig,
+    /// Directories holding `HOST:PORT/*.crt` CA files, searched in order.
+    pub certs_dirs: Vec<PathBuf>,
 }
 
 pub struct Client {
@@ -117,6 +132,8 @@ pub struct Client {
     opts: ClientOptions,
     /// Bearer tokens by `host + scope`.
     tokens: Mutex<HashMap<String, String>>,
+    /// Per host: the scheme it answers on and the agent (own CAs or the default).
+    hosts: Mutex<HashMap<String, (&'static str, ureq::Agent)>>,
 }
 
 /// A manifest as the registry served it.
@@ -146,24 +163,111 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+fn agent(roots: Option<Vec<ureq::tls::Certificate<'static>>>) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(certs) = roots {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .tls_config(tls.build())
+        .build()
+        .into()
+}
+
 impl Client {
     pub fn new(opts: ClientOptions) -> Client {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .build()
-            .into();
         Client {
-            agent,
+            agent: agent(None),
             opts,
             tokens: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
         }
     }
 
-    /// `http://` for loopback and insecure registries, `https://` otherwise (as dockerd).
-    pub fn base(&self, host: &str) -> String {
-        let plain = is_loopback(host) || self.opts.insecure.iter().any(|h| h == host);
-        format!("{}://{host}", if plain { "http" } else { "https" })
+    /// The CA certificates configured for `host`, and the directory they live in.
+    fn host_cas(
+        &self,
+        host: &str,
+    ) -> Result<Option<Vec<ureq::tls::Certificate<'static>>>, RegistryError> {
+        for dir in &self.opts.certs_dirs {
+            let d = dir.join(host);
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            let mut certs = Vec::new();
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "crt") {
+                    let pem =
+                        std::fs::read(e.path()).map_err(|err| RegistryError::Ca(e.path(), err))?;
+                    for item in ureq::tls::parse_pem(&pem).flatten() {
+                        if let ureq::tls::PemItem::Certificate(c) = item {
+                            certs.push(c);
+                        }
+                    }
+                }
+            }
+            if !certs.is_empty() {
+                return Ok(Some(certs));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Scheme and agent for `host`: https with its own CAs when certs.d has them; http for
+    /// insecure hosts; for loopback, https unless the registry turns out not to speak TLS.
+    fn route(&self, host: &str) -> Result<(&'static str, ureq::Agent), RegistryError> {
+        if let Some(r) = self.hosts.lock().ok().and_then(|h| h.get(host).cloned()) {
+            return Ok(r);
+        }
+        let route = match self.host_cas(host)? {
+            Some(cas) => ("https", agent(Some(cas))),
+            None if self.opts.insecure.iter().any(|h| h == host) => ("http", self.agent.clone()),
+            None if is_loopback(host) => {
+                let probe = self.agent.get(format!("https://{host}/v2/")).call();
+                match probe {
+                    Ok(_) => ("https", self.agent.clone()),
+                    // A TLS server whose certificate we do not trust: https, and the real
+                    // request will say so.
+                    Err(e)
+                        if matches!(tls_error(&e), Some(rustls::Error::InvalidCertificate(_))) =>
+                    {
+                        ("https", self.agent.clone())
+                    }
+                    // Plain HTTP answered the handshake, or nothing answered at all.
+                    Err(_) => ("http", self.agent.clone()),
+                }
+            }
+            None => ("https", self.agent.clone()),
+        };
+        if let Ok(mut h) = self.hosts.lock() {
+            h.insert(host.to_string(), route.clone());
+        }
+        Ok(route)
+    }
+
+    /// `SCHEME://HOST`.
+    pub fn base(&self, host: &str) -> Result<String, RegistryError> {
+        Ok(format!("{}://{host}", self.route(host)?.0))
+    }
+
+    fn http_err(&self, host: &str, url: &str, e: ureq::Error) -> RegistryError {
+        if let Some(rustls::Error::InvalidCertificate(c)) = tls_error(&e) {
+            let hint = self.opts.certs_dirs.first().map_or_else(
+                || format!("certs.d/{host}"),
+                |d| d.join(host).display().to_string(),
+            );
+            return RegistryError::Certificate {
+                url: url.to_string(),
+                detail: format!("{c:?}"),
+                hint,
+            };
+        }
+        RegistryError::Http {
+            url: url.to_string(),
+            source: Box::new(e),
+        }
     }
 
     fn host(r: &Reference) -> String {
@@ -181,18 +285,16 @@ impl Client {
         let scope = format!("repository:{repo}:pull");
         let key = format!("{host} {scope}");
         let mut auth = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
+        let agent = self.route(host)?.1;
         for attempt in 0..2 {
-            let mut req = self.agent.get(url);
+            let mut req = agent.get(url);
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
             if let Some(a) = &auth {
                 req = req.header("Authorization", a);
             }
-            let resp = req.call().map_err(|e| RegistryError::Http {
-                url: url.to_string(),
-                source: Box::new(e),
-            })?;
+            let resp = req.call().map_err(|e| self.http_err(host, url, e))?;
             if resp.status() != 401 || attempt == 1 {
                 if resp.status() == 401 {
                     return Err(RegistryError::Unauthorized {
@@ -263,7 +365,12 @@ impl Client {
                 if let Some(service) = p.get("service") {
                     token_url.push_str(&format!("&service={service}"));
                 }
-                let mut req = self.agent.get(&token_url);
+                // The token server may sit behind the same private CA.
+                let agent = match self.host_cas(host)? {
+                    Some(cas) => agent(Some(cas)),
+                    None => self.agent.clone(),
+                };
+                let mut req = agent.get(&token_url);
                 if let Some(b) = self.basic(host) {
                     req = req.header("Authorization", &b);
                 }
@@ -319,7 +426,7 @@ impl Client {
     pub fn manifest_by(&self, reference: &Reference, what: &str) -> Result<Fetched, RegistryError> {
         let host = Self::host(reference);
         let repo = reference.repository();
-        let url = format!("{}/v2/{repo}/manifests/{what}", self.base(&host));
+        let url = format!("{}/v2/{repo}/manifests/{what}", self.base(&host)?);
         let mut resp = self.get(&host, repo, &url, &[("Accept", MANIFEST_TYPES.join(", "))])?;
         match resp.status().as_u16() {
             200 => {}
@@ -376,7 +483,7 @@ impl Client {
     ) -> Result<(Box<dyn Read + Send>, u64), RegistryError> {
         let host = Self::host(reference);
         let repo = reference.repository();
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(&host));
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(&host)?);
         let headers: Vec<(&str, String)> = if offset > 0 {
             vec![("Range", format!("bytes={offset}-"))]
         } else {
@@ -418,6 +525,15 @@ impl ClientOptions {
                 })
                 .flatten()
         })
+    }
+}
+
+/// The rustls error behind a ureq error (ureq reports handshake failures as I/O errors).
+fn tls_error(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
     }
 }
 
@@ -466,15 +582,20 @@ mod tests {
     }
 
     #[test]
-    fn loopback_is_plain_http() {
-        let c = Client::new(ClientOptions::default());
-        assert_eq!(c.base("127.0.0.1:5000"), "http://127.0.0.1:5000");
-        assert_eq!(c.base("localhost:5000"), "http://localhost:5000");
-        assert_eq!(c.base("[::1]:5000"), "http://[::1]:5000");
+    fn schemes() {
+        let c = Client::new(ClientOptions {
+            insecure: vec!["registry.example:5000".into()],
+            ..ClientOptions::default()
+        });
+        // Nothing listens on port 9 of loopback: plain HTTP (the error comes with the request).
+        assert_eq!(c.base("127.0.0.1:9").unwrap(), "http://127.0.0.1:9");
         assert_eq!(
-            c.base("registry.example:5000"),
-            "https://registry.example:5000"
+            c.base("registry.example:5000").unwrap(),
+            "http://registry.example:5000"
         );
+        assert_eq!(c.base("other.example").unwrap(), "https://other.example");
+        assert!(is_loopback("localhost:5000") && is_loopback("[::1]:5000"));
+        assert!(!is_loopback("10.0.0.1:5000"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 pub mod proxy;
+pub mod secure_registry;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
