@@ -8,6 +8,7 @@ use std::process::Command;
 
 use oci_spec::distribution::Reference;
 
+use crate::archive;
 use crate::bundle::{self, ImageJson, Network, RunSpec};
 use crate::platform::Platform;
 use crate::pull::{self, Event, PullOptions};
@@ -215,6 +216,56 @@ pub fn main(ctx: &Context, verb: &str, args: &[String]) -> Result<i32, Failure> 
                 "usage: skiff image inspect IMAGE… | skiff image prune".into(),
             )),
         },
+        "save" => {
+            let a = parse(args, &["-o", "--output", "--format"], &[])?;
+            let out = a
+                .value(&["-o", "--output"])
+                .ok_or_else(|| Failure("save needs -o FILE".into()))?;
+            let format = match a.value(&["--format"]).unwrap_or("oci") {
+                "oci" | "oci-archive" => archive::Format::Oci,
+                "docker" | "docker-archive" => archive::Format::Docker,
+                other => return Err(Failure(format!("--format {other:?}: use oci or docker"))),
+            };
+            if a.rest.is_empty() {
+                return Err(Failure("save takes image references".into()));
+            }
+            let store = Store::open(&ctx.root)?;
+            let mut images = Vec::new();
+            for name in &a.rest {
+                let r = reference(name)?.whole();
+                images.push(
+                    store
+                        .image(&r)?
+                        .ok_or_else(|| Failure(format!("no such image: {name}")))?,
+                );
+            }
+            let tmp = format!("{out}.skiff-tmp");
+            let file =
+                std::fs::File::create(&tmp).map_err(|e| Failure(format!("creating {tmp}: {e}")))?;
+            let result = archive::save(&store, &images, format, std::io::BufWriter::new(file));
+            match result {
+                Ok(()) => std::fs::rename(&tmp, out)
+                    .map_err(|e| Failure(format!("renaming {tmp}: {e}")))?,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+            }
+            Ok(0)
+        }
+        "load" => {
+            let a = parse(args, &["-i", "--input"], &["-q", "--quiet"])?;
+            let input = a
+                .value(&["-i", "--input"])
+                .ok_or_else(|| Failure("load needs -i FILE".into()))?;
+            let file =
+                std::fs::File::open(input).map_err(|e| Failure(format!("opening {input}: {e}")))?;
+            let store = Store::open(&ctx.root)?;
+            for rec in archive::load(&store, std::io::BufReader::new(file))? {
+                println!("Loaded image: {} ({})", rec.reference, rec.config_digest);
+            }
+            Ok(0)
+        }
         "run" => run(ctx, args),
         other => Err(Failure(format!("unknown command {other:?}"))),
     }

@@ -7,10 +7,12 @@
 //! - [`unpack`]   a layer tar → its snapshot, hostile entries refused
 //! - [`pull`]     resolve, fetch, verify, unpack, record
 //! - [`bundle`]   image config + run options → runtime config.json (Docker's defaults)
+//! - [`archive`]  save/load as OCI or Docker image archives
 //! - [`client`]   the client verbs, daemonless on a data root
 //!
 //! The daemon, supervisor and MQTT link arrive with their issues.
 
+pub mod archive;
 pub mod board;
 pub mod bundle;
 pub mod client;
@@ -27,6 +29,8 @@ usage: skiff [--root DIR] [--config DIR] [--certs-dir DIR]… [--insecure-regist
   image inspect IMAGE…                    details as JSON
   image prune                             remove blobs and snapshots no image uses
   rmi IMAGE…                              remove images (blobs stay until image prune)
+  save -o FILE [--format oci|docker] IMAGE…   write images to an archive
+  load -i FILE                            read images from an OCI or Docker archive
   run [--rm] [--platform P] [-e K=V] [-u USER] [-w DIR] [--entrypoint E] [--network host|none] IMAGE [CMD…]
                                           run a container in the foreground
   runtime …                               the runc-compatible OCI runtime (also as skiff-runc)

@@ -337,7 +337,7 @@ fn check_space(store: &Store, layers: &[Descriptor]) -> Result<(), PullError> {
     Ok(())
 }
 
-fn save_blob(store: &Store, digest: &str, bytes: &[u8]) -> Result<(), PullError> {
+pub fn save_blob(store: &Store, digest: &str, bytes: &[u8]) -> Result<(), PullError> {
     let path = store.blob_path(digest);
     if path.is_file() {
         return Ok(());
@@ -386,9 +386,24 @@ fn layer(
     opts: &PullOptions,
 ) -> Result<(), PullError> {
     fetch_blob(store, client, reference, d, opts)?;
+    if unpack_layer(store, &d.digest, d.size, diff_id, chain)? {
+        (opts.progress)(Event::LayerUnpacked { digest: &d.digest });
+    }
+    Ok(())
+}
+
+/// Unpacks stored blob `digest` into the snapshot of `chain` unless it exists, checking that
+/// its content hashes to `diff_id`. Returns whether it unpacked anything.
+pub fn unpack_layer(
+    store: &Store,
+    digest: &str,
+    size: u64,
+    diff_id: &str,
+    chain: &str,
+) -> Result<bool, PullError> {
     let snap = store.snapshot_path(chain);
     if snap.is_dir() {
-        return Ok(());
+        return Ok(false);
     }
     let tmp = snap.with_extension(format!(
         "tmp-{}-{}",
@@ -398,15 +413,15 @@ fn layer(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)
         .map_err(|e| PullError::Io(format!("creating {}", tmp.display()), e))?;
-    let blob = File::open(store.blob_path(&d.digest))
-        .map_err(|e| PullError::Io(format!("opening blob {}", d.digest), e))?;
-    let result = unpack::unpack(blob, &tmp, Limits::for_size(d.size));
+    let blob = File::open(store.blob_path(digest))
+        .map_err(|e| PullError::Io(format!("opening blob {digest}"), e))?;
+    let result = unpack::unpack(blob, &tmp, Limits::for_size(size));
     let got = match result {
         Ok(g) => g,
         Err(source) => {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(PullError::Unpack {
-                digest: d.digest.clone(),
+                digest: digest.to_string(),
                 source,
             });
         }
@@ -414,7 +429,7 @@ fn layer(
     if got != diff_id {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(PullError::DiffId {
-            digest: d.digest.clone(),
+            digest: digest.to_string(),
             want: diff_id.to_string(),
             got,
         });
@@ -427,8 +442,7 @@ fn layer(
         }
         Err(e) => return Err(PullError::Io(format!("renaming {}", tmp.display()), e)),
     }
-    (opts.progress)(Event::LayerUnpacked { digest: &d.digest });
-    Ok(())
+    Ok(true)
 }
 
 /// Downloads blob `d` into the store unless present, resuming an interrupted download from its
