@@ -118,19 +118,22 @@ fn short(digest: &str) -> &str {
 pub fn main(ctx: &Context, verb: &str, args: &[String]) -> Result<i32, Failure> {
     match verb {
         "pull" => {
-            let a = parse(args, &["--platform"], &["-q", "--quiet"])?;
+            let a = parse(args, &["--platform", "--limit-rate"], &["-q", "--quiet"])?;
             let [name] = a.rest.as_slice() else {
                 return Err(Failure("pull takes one image reference".into()));
             };
             let platform = a.value(&["--platform"]).map(str::parse).transpose()?;
+            let rate = match a.value(&["--limit-rate"]) {
+                Some(v) => Some(parse_size(v).ok_or_else(|| {
+                    Failure(format!(
+                        "--limit-rate {v:?}: bytes per second, e.g. 500k or 2m"
+                    ))
+                })?),
+                None => None,
+            };
             let store = Store::open(&ctx.root)?;
-            let rec = do_pull(
-                ctx,
-                &store,
-                &reference(name)?,
-                platform,
-                a.has(&["-q", "--quiet"]),
-            )?;
+            let quiet = a.has(&["-q", "--quiet"]);
+            let rec = do_pull(ctx, &store, &reference(name)?, platform, quiet, rate)?;
             println!("{}@{}", rec.reference, rec.repo_digest);
             Ok(0)
         }
@@ -290,12 +293,25 @@ fn inspect(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value, Failur
     }))
 }
 
+/// `1500`, `500k`, `2m`, `1g` (powers of 1024).
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim().to_ascii_lowercase();
+    let (num, mult) = match v.chars().last()? {
+        'k' => (&v[..v.len() - 1], 1u64 << 10),
+        'm' => (&v[..v.len() - 1], 1 << 20),
+        'g' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v.as_str(), 1),
+    };
+    num.parse::<u64>().ok().map(|n| n * mult).filter(|n| *n > 0)
+}
+
 fn do_pull(
     ctx: &Context,
     store: &Store,
     r: &Reference,
     platform: Option<Platform>,
     quiet: bool,
+    limit_rate: Option<u64>,
 ) -> Result<ImageRecord, Failure> {
     let client = Client::new(ctx.registry.clone());
     let progress = move |e: Event| {
@@ -317,6 +333,7 @@ fn do_pull(
         platform,
         default_platform: ctx.platform.clone(),
         progress: &progress,
+        limit_rate: limit_rate.map(pull::Throttle::new),
     };
     Ok(pull::pull(store, &client, r, &opts)?)
 }
@@ -427,7 +444,7 @@ fn run(ctx: &Context, args: &[String]) -> Result<i32, Failure> {
         {
             i
         }
-        _ => do_pull(ctx, &store, &r, platform, false)?,
+        _ => do_pull(ctx, &store, &r, platform, false, None)?,
     };
     let network = match a.value(&["--network", "--net"]).unwrap_or("host") {
         "none" => Network::None,

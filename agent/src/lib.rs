@@ -24,7 +24,7 @@ pub mod unpack;
 
 pub const USAGE: &str = "\
 usage: skiff [--root DIR] [--config DIR] [--certs-dir DIR]… [--insecure-registry HOST:PORT]… COMMAND
-  pull [--platform P] [-q] IMAGE          fetch an image into the data root
+  pull [--platform P] [--limit-rate N] [-q] IMAGE   fetch an image (N bytes/s: 500k, 2m)
   images [--digests] [--format json]      list images
   image inspect IMAGE…                    details as JSON
   image prune                             remove blobs and snapshots no image uses

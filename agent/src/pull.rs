@@ -140,6 +140,36 @@ pub struct PullOptions<'a> {
     pub platform: Option<Platform>,
     pub default_platform: Platform,
     pub progress: &'a (dyn Fn(Event) + Sync),
+    /// `--limit-rate`: bytes per second for the whole pull (all layers together).
+    pub limit_rate: Option<Throttle>,
+}
+
+/// Keeps the bytes fetched by every layer thread under a rate.
+pub struct Throttle {
+    rate: u64,
+    state: std::sync::Mutex<(std::time::Instant, u64)>,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_second: u64) -> Throttle {
+        Throttle {
+            rate: bytes_per_second.max(1),
+            state: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Accounts `n` more bytes and sleeps until they are within the rate.
+    fn took(&self, n: u64) {
+        let wait = {
+            let Ok(mut s) = self.state.lock() else { return };
+            s.1 += n;
+            let due = std::time::Duration::from_secs_f64(s.1 as f64 / self.rate as f64);
+            due.saturating_sub(s.0.elapsed())
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -514,6 +544,9 @@ fn fetch_blob(
                     ctx.update(&buf[..n]);
                     have += n as u64;
                     fetched += n as u64;
+                    if let Some(t) = &opts.limit_rate {
+                        t.took(n as u64);
+                    }
                 }
                 Err(e) => break Some(e),
             }

@@ -377,3 +377,41 @@ fn rmi_and_prune_keep_shared_layers() {
     let o = skiff(r, &["rmi", &app]);
     assert!(!o.status.success() && stderr(&o).contains("no such image"));
 }
+
+/// `--limit-rate` holds the download under the rate (a lower bound on the time, never an
+/// upper one: this is behaviour, not a benchmark).
+#[test]
+fn limit_rate_slows_the_download() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    let root = TempDir::new("rate");
+    let t0 = std::time::Instant::now();
+    ok(skiff(
+        root.path(),
+        &[
+            "pull",
+            "-q",
+            "--limit-rate",
+            "512k",
+            &format!("{reg}/busybox:latest"),
+        ],
+    ));
+    // 1,031,740 bytes at 512 KiB/s take at least 1.9 s.
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(1900),
+        "{:?}",
+        t0.elapsed()
+    );
+    let bad = skiff(
+        root.path(),
+        &[
+            "pull",
+            "--limit-rate",
+            "fast",
+            &format!("{reg}/busybox:latest"),
+        ],
+    );
+    assert!(stderr(&bad).contains("--limit-rate"), "{}", stderr(&bad));
+}
