@@ -23,6 +23,16 @@ pub struct Context {
     pub platform: Platform,
     /// This binary, for starting the runtime.
     pub exe: PathBuf,
+    pub storage: StorageDriver,
+}
+
+/// How a container's rootfs is made from its image's snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageDriver {
+    /// An overlayfs mount: snapshots as lower layers, a per-container upper dir.
+    Overlay,
+    /// A real copy (for kernels or filesystems without overlayfs).
+    Copy,
 }
 
 #[derive(Debug)]
@@ -345,6 +355,24 @@ fn random_id() -> String {
     crate::registry::hex(&b)
 }
 
+/// The container's rootfs as the copy driver makes it.
+fn copy_rootfs(store: &Store, image: &ImageRecord, dir: &Path) -> Result<PathBuf, Failure> {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs)
+        .map_err(|e| Failure(format!("creating {}: {e}", rootfs.display())))?;
+    for chain in &image.chain_ids {
+        let snap = store.snapshot_path(chain);
+        crate::merge::apply(&snap, &rootfs).map_err(|e| {
+            Failure(format!(
+                "copying layer {} into {}: {e}",
+                snap.display(),
+                rootfs.display()
+            ))
+        })?;
+    }
+    Ok(rootfs)
+}
+
 fn mount_overlay(store: &Store, image: &ImageRecord, dir: &Path) -> Result<PathBuf, Failure> {
     let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
     for d in [&upper, &work, &merged] {
@@ -460,7 +488,10 @@ fn run(ctx: &Context, args: &[String]) -> Result<i32, Failure> {
     let image_json: ImageJson = serde_json::from_slice(&store.read_blob(&image.config_digest)?)?;
     let id = random_id();
     let dir = store.root.join("containers").join(&id);
-    let rootfs = mount_overlay(&store, &image, &dir)?;
+    let rootfs = match ctx.storage {
+        StorageDriver::Overlay => mount_overlay(&store, &image, &dir)?,
+        StorageDriver::Copy => copy_rootfs(&store, &image, &dir)?,
+    };
     let spec = RunSpec {
         hostname: id[..12].to_string(),
         cmd: cmd.to_vec(),
@@ -495,7 +526,9 @@ fn run(ctx: &Context, args: &[String]) -> Result<i32, Failure> {
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         });
-    umount(&rootfs);
+    if ctx.storage == StorageDriver::Overlay {
+        umount(&rootfs);
+    }
     if a.has(&["--rm"]) || result.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -8,6 +8,7 @@
 //! - [`pull`]     resolve, fetch, verify, unpack, record
 //! - [`bundle`]   image config + run options → runtime config.json (Docker's defaults)
 //! - [`archive`]  save/load as OCI or Docker image archives
+//! - [`merge`]    the copy storage driver (snapshots merged into a real directory)
 //! - [`client`]   the client verbs, daemonless on a data root
 //!
 //! The daemon, supervisor and MQTT link arrive with their issues.
@@ -16,6 +17,7 @@ pub mod archive;
 pub mod board;
 pub mod bundle;
 pub mod client;
+pub mod merge;
 pub mod platform;
 pub mod pull;
 pub mod registry;
@@ -23,7 +25,8 @@ pub mod store;
 pub mod unpack;
 
 pub const USAGE: &str = "\
-usage: skiff [--root DIR] [--config DIR] [--certs-dir DIR]… [--insecure-registry HOST:PORT]… COMMAND
+usage: skiff [--root DIR] [--config DIR] [--certs-dir DIR]… [--insecure-registry HOST:PORT]…
+             [--storage-driver overlay|copy] COMMAND
   pull [--platform P] [--limit-rate N] [-q] IMAGE   fetch an image (N bytes/s: 500k, 2m)
   images [--digests] [--format json]      list images
   image inspect IMAGE…                    details as JSON

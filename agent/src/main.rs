@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use skiff_agent::client::{self, Context};
+use skiff_agent::client::{self, Context, StorageDriver};
 use skiff_agent::platform::Platform;
 use skiff_agent::registry::{AuthConfig, ClientOptions};
 
@@ -41,6 +41,7 @@ fn client_main(args: &[String]) -> i32 {
     let mut config_dir = std::env::var_os("DOCKER_CONFIG").map(PathBuf::from);
     let mut insecure = Vec::new();
     let mut certs_dirs = Vec::new();
+    let mut storage = std::env::var("SKIFF_STORAGE_DRIVER").ok();
     let mut i = 0;
     while i < args.len() {
         let (flag, inline) = match args[i].split_once('=') {
@@ -49,7 +50,7 @@ fn client_main(args: &[String]) -> i32 {
         };
         if !matches!(
             flag.as_str(),
-            "--root" | "--config" | "--insecure-registry" | "--certs-dir"
+            "--root" | "--config" | "--insecure-registry" | "--certs-dir" | "--storage-driver"
         ) {
             break;
         }
@@ -70,6 +71,7 @@ fn client_main(args: &[String]) -> i32 {
             "--root" => root = Some(PathBuf::from(value)),
             "--config" => config_dir = Some(PathBuf::from(value)),
             "--certs-dir" => certs_dirs.push(PathBuf::from(value)),
+            "--storage-driver" => storage = Some(value),
             _ => insecure.push(value),
         }
         i += 1;
@@ -94,7 +96,16 @@ fn client_main(args: &[String]) -> i32 {
         },
         _ => AuthConfig::default(),
     };
+    let storage = match storage.as_deref() {
+        None | Some("overlay" | "overlayfs" | "overlay2") => StorageDriver::Overlay,
+        Some("copy" | "vfs") => StorageDriver::Copy,
+        Some(other) => {
+            eprintln!("skiff: --storage-driver {other:?}: use overlay or copy");
+            return 2;
+        }
+    };
     let ctx = Context {
+        storage,
         root: root.unwrap_or_else(|| PathBuf::from("/var/lib/skiff")),
         registry: ClientOptions {
             insecure,

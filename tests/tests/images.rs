@@ -87,17 +87,14 @@ fn shared_layers_are_fetched_once() {
 }
 
 /// Acceptance 3: `run --rm` of busybox-app prints what podman prints; foreign platforms run
-/// under binfmt.
+/// under binfmt. Both storage drivers (overlay, copy) pass the same checks.
 #[test]
 fn run_matches_podman_and_runs_foreign_platforms() {
     if !require_root_and(&["podman"]) {
         return;
     }
     let Some(reg) = registry() else { return };
-    let root = TempDir::new("run");
     let app = format!("{reg}/busybox-app:latest");
-    let ours = skiff(root.path(), &["run", "--rm", &app]);
-    assert!(ours.status.success(), "{}", stderr(&ours));
     let extra = Command::new(skiff_tests::peers_dir().join("host-prep.sh"))
         .arg("podman-args")
         .output()
@@ -112,41 +109,44 @@ fn run_matches_podman_and_runs_foreign_platforms() {
             .args(&extra)
             .arg(&app),
     ));
-    assert_eq!(stdout(&ours), theirs);
     assert!(theirs.contains("hello"), "{theirs}");
-    // Whiteouts applied: the app layer deleted /etc/motd and emptied /var/lib/demo.
-    let ls = ok(skiff(
-        root.path(),
-        &[
-            "run",
-            "--rm",
+    for driver in ["overlay", "copy"] {
+        let root = TempDir::new(&format!("run-{driver}"));
+        let run = |args: &[&str]| {
+            let mut all = vec!["--storage-driver", driver, "run", "--rm"];
+            all.extend_from_slice(args);
+            skiff(root.path(), &all)
+        };
+        let ours = run(&[&app]);
+        assert!(ours.status.success(), "{driver}: {}", stderr(&ours));
+        assert_eq!(stdout(&ours), theirs, "{driver}");
+        // Whiteouts applied: the app layer deleted /etc/motd and emptied /var/lib/demo.
+        let ls = ok(run(&[
             &app,
             "sh",
             "-c",
             "ls /etc/motd /var/lib/demo/ 2>&1; true",
-        ],
-    ));
-    assert!(ls.contains("No such file"), "{ls}");
-    assert!(!ls.contains("old.txt"), "{ls}");
+        ]));
+        assert!(ls.contains("No such file"), "{driver}: {ls}");
+        assert!(!ls.contains("old.txt"), "{driver}: {ls}");
 
-    // Foreign platforms under qemu-user binfmt.
-    let multi = format!("{reg}/busybox-multiarch:latest");
-    for (platform, machine) in [("linux/arm64", "aarch64"), ("linux/arm/v7", "armv7l")] {
-        let out = ok(skiff(
-            root.path(),
-            &["run", "--rm", "--platform", platform, &multi, "uname", "-m"],
-        ));
-        assert_eq!(out.trim(), machine, "{platform}");
+        // Foreign platforms under qemu-user binfmt.
+        let multi = format!("{reg}/busybox-multiarch:latest");
+        for (platform, machine) in [("linux/arm64", "aarch64"), ("linux/arm/v7", "armv7l")] {
+            let out = ok(run(&["--platform", platform, &multi, "uname", "-m"]));
+            assert_eq!(out.trim(), machine, "{driver} {platform}");
+        }
+        // Exit codes pass through, and --rm leaves no container behind.
+        let code = run(&[&app, "sh", "-c", "exit 3"]);
+        assert_eq!(code.status.code(), Some(3), "{driver}");
+        assert_eq!(
+            std::fs::read_dir(root.path().join("containers"))
+                .unwrap()
+                .count(),
+            0,
+            "{driver}"
+        );
     }
-    // Exit codes pass through, and --rm leaves no container behind.
-    let code = skiff(root.path(), &["run", "--rm", &app, "sh", "-c", "exit 3"]);
-    assert_eq!(code.status.code(), Some(3));
-    assert_eq!(
-        std::fs::read_dir(root.path().join("containers"))
-            .unwrap()
-            .count(),
-        0
-    );
 }
 
 /// Acceptance 6 (part): corrupted blobs, non-JSON manifests and missing tags fail clearly
