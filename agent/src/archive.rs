@@ -366,7 +366,7 @@ fn record(
 }
 
 fn normalize(name: &str) -> String {
-    name.parse::<oci_spec::distribution::Reference>()
+    name.parse::<crate::reference::Reference>()
         .map(|r| r.whole())
         .unwrap_or_else(|_| format!("localhost/{name}"))
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use oci_spec::distribution::Reference;
+use crate::reference::Reference;
 
 use crate::archive;
 use crate::bundle::{self, ImageJson, Network, RunSpec};

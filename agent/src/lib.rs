@@ -2,6 +2,7 @@
 //!
 //! - [`board`]    board configurations (`board-configs/*.toml`): target, platform, budgets
 //! - [`platform`] image platforms and choosing one from an index
+//! - [`reference`] image references with Docker's normalisation
 //! - [`registry`] the OCI distribution client (auth, manifests, resumable blobs)
 //! - [`store`]    the data root: blobs, snapshots, image records in redb
 //! - [`unpack`]   a layer tar → its snapshot, hostile entries refused
@@ -20,6 +21,7 @@ pub mod client;
 pub mod merge;
 pub mod platform;
 pub mod pull;
+pub mod reference;
 pub mod registry;
 pub mod store;
 pub mod unpack;

@@ -8,7 +8,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use oci_spec::distribution::Reference;
+use crate::reference::Reference;
 use serde::Deserialize;
 
 use crate::platform::Platform;

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::reference::Reference;
 use base64::Engine;
-use oci_spec::distribution::Reference;
 
 /// Media types a pull accepts for a manifest.
 pub const MANIFEST_TYPES: [&str; 4] = [
