@@ -6,6 +6,7 @@
 //! symlink (or a non-directory) inside the layer, hard links to anything outside the layer,
 //! and decompression bombs (more than [`Limits::max_ratio`] × the compressed size).
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -114,7 +115,13 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<String, U
             ratio: limits.max_ratio,
         })
     };
-    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    // SAFETY: geteuid/getegid cannot fail.
+    let me = unsafe { (u64::from(libc::geteuid()), u64::from(libc::getegid())) };
+    let mut st = LayerState {
+        dirs: Vec::new(),
+        known: HashSet::new(),
+        me,
+    };
     {
         let mut archive = tar::Archive::new(&mut hashing);
         let entries = archive.entries().map_err(UnpackError::Read)?;
@@ -123,7 +130,7 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<String, U
                 Ok(e) => e,
                 Err(e) => return Err(bomb(&e).unwrap_or(UnpackError::Read(e))),
             };
-            if let Err(e) = apply(&mut entry, dest, &mut dirs) {
+            if let Err(e) = apply(&mut entry, dest, &mut st) {
                 return Err(match e {
                     UnpackError::Read(io) => bomb(&io).unwrap_or(UnpackError::Read(io)),
                     other => other,
@@ -136,7 +143,7 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<String, U
         return Err(bomb(&e).unwrap_or(UnpackError::Read(e)));
     }
     // Directory modes and times last: their contents changed them.
-    for (dir, mode, mtime) in dirs.iter().rev() {
+    for (dir, mode, mtime) in st.dirs.iter().rev() {
         set_mode_time(dir, *mode, *mtime).map_err(|e| UnpackError::Write(dir.clone(), e))?;
     }
     Ok(format!(
@@ -170,11 +177,15 @@ fn clean(raw: &Path) -> Result<PathBuf, UnpackError> {
 }
 
 /// Makes every parent of `rel` a real directory under `dest`, refusing symlinks on the way.
-fn parents(dest: &Path, rel: &Path) -> Result<PathBuf, UnpackError> {
+/// `known` holds directories already checked in this layer (dropped when replaced).
+fn parents(dest: &Path, rel: &Path, known: &mut HashSet<PathBuf>) -> Result<PathBuf, UnpackError> {
     let mut cur = dest.to_path_buf();
     let parent = rel.parent().unwrap_or(Path::new(""));
     for c in parent.components() {
         cur.push(c);
+        if known.contains(&cur) {
+            continue;
+        }
         match std::fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
@@ -196,16 +207,25 @@ fn parents(dest: &Path, rel: &Path) -> Result<PathBuf, UnpackError> {
             }
             Err(e) => return Err(UnpackError::Write(cur.clone(), e)),
         }
+        known.insert(cur.clone());
     }
     Ok(dest.join(rel))
 }
 
-/// Removes whatever is at `path` (not following symlinks).
-fn clear(path: &Path) -> io::Result<()> {
+/// Removes whatever is at `path`, forgetting it (and below) as a known directory.
+fn replace(path: &Path, known: &mut HashSet<PathBuf>) -> io::Result<()> {
+    if clear(path)? {
+        known.retain(|k| !k.starts_with(path));
+    }
+    Ok(())
+}
+
+/// Removes whatever is at `path` (not following symlinks); true when it was a directory.
+fn clear(path: &Path) -> io::Result<bool> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(m) if m.file_type().is_dir() => std::fs::remove_dir_all(path).map(|()| true),
+        Ok(_) => std::fs::remove_file(path).map(|()| false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -273,10 +293,20 @@ fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     })
 }
 
+/// What unpacking one layer keeps between entries.
+struct LayerState {
+    /// Directories to give their mode and mtime at the end.
+    dirs: Vec<(PathBuf, u32, u64)>,
+    /// Directories already checked or made (not symlinks) in this layer.
+    known: HashSet<PathBuf>,
+    /// Our own uid/gid: new files already have them, so no chown is needed.
+    me: (u64, u64),
+}
+
 fn apply<R: Read>(
     entry: &mut tar::Entry<R>,
     dest: &Path,
-    dirs: &mut Vec<(PathBuf, u32, u64)>,
+    st: &mut LayerState,
 ) -> Result<(), UnpackError> {
     let raw = entry.path().map_err(UnpackError::Read)?.into_owned();
     let rel = clean(&raw)?;
@@ -299,34 +329,35 @@ fn apply<R: Read>(
 
     // Whiteouts, in overlayfs form.
     if let Some(hidden) = name.strip_prefix(".wh.") {
-        let target = parents(dest, &rel)?;
+        let target = parents(dest, &rel, &mut st.known)?;
         let dir = target.parent().unwrap_or(dest).to_path_buf();
         if hidden == ".wh..opq" {
             set_xattr(&dir, "trusted.overlay.opaque", b"y").map_err(werr(&dir))?;
         } else {
             let path = dir.join(hidden);
-            clear(&path).map_err(werr(&path))?;
+            replace(&path, &mut st.known).map_err(werr(&path))?;
             mknod(&path, libc::S_IFCHR, 0, 0, 0).map_err(werr(&path))?;
         }
         return Ok(());
     }
 
-    let path = parents(dest, &rel)?;
+    let path = parents(dest, &rel, &mut st.known)?;
     let kind = header.entry_type();
     match kind {
         tar::EntryType::Directory => {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.file_type().is_dir() => {}
                 Ok(_) => {
-                    clear(&path).map_err(werr(&path))?;
+                    replace(&path, &mut st.known).map_err(werr(&path))?;
                     std::fs::create_dir(&path).map_err(werr(&path))?;
                 }
                 Err(_) => std::fs::create_dir(&path).map_err(werr(&path))?,
             }
-            dirs.push((path.clone(), mode, mtime));
+            st.known.insert(path.clone());
+            st.dirs.push((path.clone(), mode, mtime));
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
-            clear(&path).map_err(werr(&path))?;
+            replace(&path, &mut st.known).map_err(werr(&path))?;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -347,7 +378,7 @@ fn apply<R: Read>(
                 .ok_or_else(|| {
                     UnpackError::Hostile(format!("symlink {} without a target", rel.display()))
                 })?;
-            clear(&path).map_err(werr(&path))?;
+            replace(&path, &mut st.known).map_err(werr(&path))?;
             std::os::unix::fs::symlink(&target, &path).map_err(werr(&path))?;
         }
         tar::EntryType::Link => {
@@ -358,7 +389,7 @@ fn apply<R: Read>(
                     UnpackError::Hostile(format!("hard link {} without a target", rel.display()))
                 })?;
             let target_rel = clean(&target)?;
-            let source = parents(dest, &target_rel)?;
+            let source = parents(dest, &target_rel, &mut st.known)?;
             match std::fs::symlink_metadata(&source) {
                 Ok(m) if m.file_type().is_file() => {}
                 _ => {
@@ -369,7 +400,7 @@ fn apply<R: Read>(
                     )));
                 }
             }
-            clear(&path).map_err(werr(&path))?;
+            replace(&path, &mut st.known).map_err(werr(&path))?;
             std::fs::hard_link(&source, &path).map_err(werr(&path))?;
             return Ok(()); // the link shares the target's inode: mode and owner are its
         }
@@ -381,7 +412,7 @@ fn apply<R: Read>(
                 tar::EntryType::Block => libc::S_IFBLK,
                 _ => libc::S_IFIFO,
             };
-            clear(&path).map_err(werr(&path))?;
+            replace(&path, &mut st.known).map_err(werr(&path))?;
             mknod(&path, fmt, mode & 0o7777, major, minor).map_err(werr(&path))?;
         }
         tar::EntryType::XGlobalHeader
@@ -400,7 +431,10 @@ fn apply<R: Read>(
             UnpackError::Hostile(format!("{}: owner id {n} out of range", rel.display()))
         })
     };
-    std::os::unix::fs::lchown(&path, Some(id(uid)?), Some(id(gid)?)).map_err(werr(&path))?;
+    // New entries already belong to us; a directory that existed may not.
+    if (uid, gid) != st.me || kind == tar::EntryType::Directory {
+        std::os::unix::fs::lchown(&path, Some(id(uid)?), Some(id(gid)?)).map_err(werr(&path))?;
+    }
     if let Ok(Some(exts)) = entry.pax_extensions() {
         for ext in exts.flatten() {
             if let (Ok(key), value) = (ext.key(), ext.value_bytes())
