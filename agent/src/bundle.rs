@@ -249,7 +249,7 @@ pub fn config(image: &ImageConfig, run: &RunSpec, rootfs: &Path) -> Result<Value
         namespaces.push(json!({"type": "network"}));
     }
     Ok(json!({
-        "ociVersion": "1.2.0",
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": run.tty,
             "user": {"uid": uid, "gid": gid, "additionalGids": extra},

@@ -279,7 +279,8 @@ pub fn main(ctx: &Context, verb: &str, args: &[String]) -> Result<i32, Failure> 
             }
             Ok(0)
         }
-        "run" => run(ctx, args),
+        "run" => run(ctx, args, false),
+        "bundle" => run(ctx, args, true),
         other => Err(Failure(format!("unknown command {other:?}"))),
     }
 }
@@ -425,10 +426,33 @@ fn umount(path: &Path) {
     }
 }
 
-fn run(ctx: &Context, args: &[String]) -> Result<i32, Failure> {
+fn run_spec(a: &Args, id: &str, cmd: &[String], network: Network) -> RunSpec {
+    RunSpec {
+        hostname: id[..12].to_string(),
+        cmd: cmd.to_vec(),
+        entrypoint: a.value(&["--entrypoint"]).map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.to_string()]
+            }
+        }),
+        env: a.values(&["-e", "--env"]),
+        user: a.value(&["-u", "--user"]).map(str::to_string),
+        workdir: a.value(&["-w", "--workdir"]).map(str::to_string),
+        network,
+        tty: false,
+    }
+}
+
+/// `run`, or with `bundle_mode` the `bundle -o DIR` verb: the same container made into a
+/// self-contained OCI bundle (config.json and a copied rootfs) instead of run.
+fn run(ctx: &Context, args: &[String], bundle_mode: bool) -> Result<i32, Failure> {
     let a = parse(
         args,
         &[
+            "-o",
+            "--output",
             "--platform",
             "-e",
             "--env",
@@ -487,27 +511,26 @@ fn run(ctx: &Context, args: &[String]) -> Result<i32, Failure> {
     };
     let image_json: ImageJson = serde_json::from_slice(&store.read_blob(&image.config_digest)?)?;
     let id = random_id();
+    if bundle_mode {
+        let out = PathBuf::from(
+            a.value(&["-o", "--output"])
+                .ok_or_else(|| Failure("bundle needs -o DIR".into()))?,
+        );
+        if out.exists() {
+            return Err(Failure(format!("{} exists already", out.display())));
+        }
+        let rootfs = copy_rootfs(&store, &image, &out)?;
+        let spec = run_spec(&a, &id, cmd, network);
+        let config = bundle::config(&image_json.config, &spec, &rootfs)?;
+        std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+        return Ok(0);
+    }
     let dir = store.root.join("containers").join(&id);
     let rootfs = match ctx.storage {
         StorageDriver::Overlay => mount_overlay(&store, &image, &dir)?,
         StorageDriver::Copy => copy_rootfs(&store, &image, &dir)?,
     };
-    let spec = RunSpec {
-        hostname: id[..12].to_string(),
-        cmd: cmd.to_vec(),
-        entrypoint: a.value(&["--entrypoint"]).map(|e| {
-            if e.is_empty() {
-                Vec::new()
-            } else {
-                vec![e.to_string()]
-            }
-        }),
-        env: a.values(&["-e", "--env"]),
-        user: a.value(&["-u", "--user"]).map(str::to_string),
-        workdir: a.value(&["-w", "--workdir"]).map(str::to_string),
-        network,
-        tty: false,
-    };
+    let spec = run_spec(&a, &id, cmd, network);
     let result = bundle::config(&image_json.config, &spec, &rootfs)
         .map_err(Failure::from)
         .and_then(|config| {

@@ -38,6 +38,7 @@ usage: skiff [--root DIR] [--config DIR] [--certs-dir DIR]… [--insecure-regist
   load -i FILE                            read images from an OCI or Docker archive
   run [--rm] [--platform P] [-e K=V] [-u USER] [-w DIR] [--entrypoint E] [--network host|none] IMAGE [CMD…]
                                           run a container in the foreground
+  bundle -o DIR [run flags] IMAGE [CMD…]  write that container as an OCI bundle (config + rootfs)
   runtime …                               the runc-compatible OCI runtime (also as skiff-runc)
   --version                               version, target and commit
 --root (or SKIFF_ROOT) is the data root, default /var/lib/skiff; --config (or DOCKER_CONFIG) the

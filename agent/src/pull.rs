@@ -74,8 +74,9 @@ pub enum PullError {
     Io(String, #[source] io::Error),
 }
 
-#[derive(Deserialize)]
-struct Descriptor {
+/// A content descriptor in a manifest or index.
+#[derive(Debug, Deserialize)]
+pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
     media_type: String,
     digest: String,
@@ -84,15 +85,16 @@ struct Descriptor {
     platform: Option<DescPlatform>,
 }
 
-#[derive(Deserialize)]
-struct DescPlatform {
+#[derive(Debug, Deserialize)]
+pub struct DescPlatform {
     os: String,
     architecture: String,
     variant: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Manifest {
+/// An image manifest or index (OCI or Docker schema 2), as far as a pull reads it.
+#[derive(Debug, Deserialize)]
+pub struct Manifest {
     #[serde(rename = "mediaType", default)]
     media_type: Option<String>,
     config: Option<Descriptor>,
@@ -170,6 +172,11 @@ impl Throttle {
             std::thread::sleep(wait);
         }
     }
+}
+
+/// Parses manifest or index bytes (what `pull` does with what a registry sends).
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, PullError> {
+    parse(bytes, "manifest", "(input)")
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(
