@@ -89,6 +89,25 @@ pub struct RunSpec {
     pub workdir: Option<String>,
     pub network: Network,
     pub tty: bool,
+    /// A directory holding the container's `hostname`, `hosts` and `resolv.conf`, bound over
+    /// the image's (as Docker does); see [`write_etc_files`].
+    pub etc_files: Option<std::path::PathBuf>,
+}
+
+/// Writes `hostname`, `hosts` and `resolv.conf` for a container into `dir`: the host's
+/// resolver configuration (the container shares the host's network, or has none), loopback
+/// names and the container's own hostname.
+pub fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> std::io::Result<()> {
+    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    std::fs::write(dir.join("hosts"), hosts)?;
+    let resolv = match network {
+        Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        Network::None => String::new(),
+    };
+    std::fs::write(dir.join("resolv.conf"), resolv)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +267,7 @@ pub fn config(image: &ImageConfig, run: &RunSpec, rootfs: &Path) -> Result<Value
     if run.network == Network::None {
         namespaces.push(json!({"type": "network"}));
     }
-    Ok(json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": run.tty,
@@ -279,7 +298,18 @@ pub fn config(image: &ImageConfig, run: &RunSpec, rootfs: &Path) -> Result<Value
             "seccomp": seccomp,
         },
         "annotations": image.labels,
-    }))
+    });
+    if let (Some(dir), Some(mounts)) = (&run.etc_files, config["mounts"].as_array_mut()) {
+        for name in ["hostname", "hosts", "resolv.conf"] {
+            mounts.push(json!({
+                "destination": format!("/etc/{name}"),
+                "type": "bind",
+                "source": dir.join(name),
+                "options": ["rbind", "rprivate"],
+            }));
+        }
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -312,6 +342,7 @@ mod tests {
             workdir: None,
             network: Network::Host,
             tty: false,
+            etc_files: None,
         }
     }
 

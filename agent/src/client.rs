@@ -281,7 +281,10 @@ pub fn main(ctx: &Context, verb: &str, args: &[String]) -> Result<i32, Failure> 
         }
         "run" => run(ctx, args, false),
         "bundle" => run(ctx, args, true),
-        other => Err(Failure(format!("unknown command {other:?}"))),
+        other => {
+            eprint!("skiff: unknown command {other:?}\n{}", crate::USAGE);
+            Ok(2)
+        }
     }
 }
 
@@ -442,6 +445,7 @@ fn run_spec(a: &Args, id: &str, cmd: &[String], network: Network) -> RunSpec {
         workdir: a.value(&["-w", "--workdir"]).map(str::to_string),
         network,
         tty: false,
+        etc_files: None,
     }
 }
 
@@ -520,7 +524,9 @@ fn run(ctx: &Context, args: &[String], bundle_mode: bool) -> Result<i32, Failure
             return Err(Failure(format!("{} exists already", out.display())));
         }
         let rootfs = copy_rootfs(&store, &image, &out)?;
-        let spec = run_spec(&a, &id, cmd, network);
+        let mut spec = run_spec(&a, &id, cmd, network);
+        bundle::write_etc_files(&out, &spec.hostname, network)?;
+        spec.etc_files = Some(out.clone());
         let config = bundle::config(&image_json.config, &spec, &rootfs)?;
         std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
         return Ok(0);
@@ -530,7 +536,10 @@ fn run(ctx: &Context, args: &[String], bundle_mode: bool) -> Result<i32, Failure
         StorageDriver::Overlay => mount_overlay(&store, &image, &dir)?,
         StorageDriver::Copy => copy_rootfs(&store, &image, &dir)?,
     };
-    let spec = run_spec(&a, &id, cmd, network);
+    let mut spec = run_spec(&a, &id, cmd, network);
+    bundle::write_etc_files(&dir, &spec.hostname, network)
+        .map_err(|e| Failure(format!("writing /etc files for the container: {e}")))?;
+    spec.etc_files = Some(dir.clone());
     let result = bundle::config(&image_json.config, &spec, &rootfs)
         .map_err(Failure::from)
         .and_then(|config| {

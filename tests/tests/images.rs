@@ -136,6 +136,14 @@ fn run_matches_podman_and_runs_foreign_platforms() {
             let out = ok(run(&["--platform", platform, &multi, "uname", "-m"]));
             assert_eq!(out.trim(), machine, "{driver} {platform}");
         }
+        // /etc/hostname, /etc/hosts and /etc/resolv.conf come from skiff, as from Docker.
+        let etc = ok(run(&[
+            &app,
+            "sh",
+            "-c",
+            "test \"$(cat /etc/hostname)\" = \"$(hostname)\" && grep -q localhost /etc/hosts && test -f /etc/resolv.conf && echo ok",
+        ]));
+        assert_eq!(etc, "ok\n", "{driver}");
         // Exit codes pass through, and --rm leaves no container behind.
         let code = run(&[&app, "sh", "-c", "exit 3"]);
         assert_eq!(code.status.code(), Some(3), "{driver}");
