@@ -72,7 +72,7 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
 
 pub struct Store {
     pub root: PathBuf,
-    db: Database,
+    db_path: PathBuf,
 }
 
 impl Store {
@@ -82,12 +82,29 @@ impl Store {
             let d = root.join(dir);
             std::fs::create_dir_all(&d).map_err(|e| StoreError::Create(d, e))?;
         }
-        let path = root.join("state.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Open(path, Box::new(e)))?;
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
-            db,
-        })
+            db_path: root.join("state.redb"),
+        };
+        drop(store.db()?); // create it now, so a bad root fails at once
+        Ok(store)
+    }
+
+    /// Opens the database for one operation. redb admits one process at a time, and several
+    /// daemonless commands may share a root (two pulls at once): wait for the other's commit.
+    fn db(&self) -> Result<Database, StoreError> {
+        let t0 = std::time::Instant::now();
+        loop {
+            match Database::create(&self.db_path) {
+                Ok(db) => return Ok(db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if t0.elapsed() < std::time::Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(StoreError::Open(self.db_path.clone(), Box::new(e))),
+            }
+        }
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
@@ -120,7 +137,8 @@ impl Store {
     pub fn put_image(&self, image: &ImageRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(image)
             .map_err(|e| StoreError::Record(image.reference.clone(), e))?;
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(db_err)?;
         {
             let mut t = tx.open_table(IMAGES).map_err(db_err)?;
             t.insert(image.reference.as_str(), bytes.as_slice())
@@ -130,7 +148,8 @@ impl Store {
     }
 
     pub fn remove_image(&self, reference: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(db_err)?;
         let removed = {
             let mut t = tx.open_table(IMAGES).map_err(db_err)?;
             t.remove(reference).map_err(db_err)?.is_some()
@@ -140,7 +159,8 @@ impl Store {
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(db_err)?;
         let t = match tx.open_table(IMAGES) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

@@ -423,3 +423,31 @@ fn limit_rate_slows_the_download() {
     );
     assert!(stderr(&bad).contains("--limit-rate"), "{}", stderr(&bad));
 }
+
+/// Two pulls at once on one data root, sharing a layer: both images arrive, the shared layer
+/// is fetched once.
+#[test]
+fn concurrent_pulls_fetch_a_shared_layer_once() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(upstream) = registry() else { return };
+    let proxy = Proxy::start(&upstream);
+    let root = TempDir::new("concurrent");
+    let base = "sha256:f3a903d6661cff61aa267f66a657eb828250d013446052b9a2ebeea5cc343952";
+    let spawn = |image: &str| {
+        Command::new(skiff_tests::skiff_bin())
+            .arg("--root")
+            .arg(root.path())
+            .args(["pull", "-q", &format!("{}/{image}", proxy.addr)])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("busybox:latest"), spawn("busybox-app:latest"));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    assert_eq!(proxy.blob_gets(base).len(), 1, "{:?}", proxy.log());
+    let images: serde_json::Value =
+        serde_json::from_str(&ok(skiff(root.path(), &["images", "--format", "json"]))).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 2);
+}
