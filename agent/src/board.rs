@@ -115,6 +115,16 @@ impl BoardConfig {
         Ok(cfg)
     }
 
+    /// The platform this board pulls from multi-arch images.
+    pub fn image_platform(&self) -> crate::platform::Platform {
+        let arch = match self.platform.architecture {
+            Architecture::Amd64 => "amd64",
+            Architecture::Arm64 => "arm64",
+            Architecture::Arm => "arm",
+        };
+        crate::platform::Platform::new(&self.platform.os, arch, self.platform.variant.as_deref())
+    }
+
     /// The target and the platform must describe the same CPU.
     fn check(&self) -> Result<(), String> {
         let want = match self.rust_target {
@@ -177,4 +187,12 @@ mod tests {
         assert!(cfg.check().is_err());
     }
     use std::error::Error as _;
+
+    #[test]
+    fn boards_name_their_image_platform() {
+        let zero = BoardConfig::load(&dir().join("rpi-zero.toml")).unwrap();
+        assert_eq!(zero.image_platform().to_string(), "linux/arm/v6");
+        let pi4 = BoardConfig::load(&dir().join("rpi4.toml")).unwrap();
+        assert_eq!(pi4.image_platform().to_string(), "linux/arm64/v8");
+    }
 }

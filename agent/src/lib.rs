@@ -28,7 +28,7 @@ pub mod unpack;
 
 pub const USAGE: &str = "\
 usage: skiff [--root DIR] [--config DIR] [--certs-dir DIR]… [--insecure-registry HOST:PORT]…
-             [--storage-driver overlay|copy] COMMAND
+             [--storage-driver overlay|copy] [--board FILE] COMMAND
   pull [--platform P] [--limit-rate N] [-q] IMAGE   fetch an image (N bytes/s: 500k, 2m)
   images [--digests] [--format json]      list images
   image inspect IMAGE…                    details as JSON
@@ -43,7 +43,9 @@ usage: skiff [--root DIR] [--config DIR] [--certs-dir DIR]… [--insecure-regist
   --version                               version, target and commit
 --root (or SKIFF_ROOT) is the data root, default /var/lib/skiff; --config (or DOCKER_CONFIG) the
 directory of Docker's config.json with registry credentials; --certs-dir (default
-/etc/skiff/certs.d, then /etc/docker/certs.d) holds HOST:PORT/ca.crt for private registries.
+/etc/skiff/certs.d, then /etc/docker/certs.d) holds HOST:PORT/ca.crt for private registries;
+--board (or SKIFF_BOARD, default /etc/skiff/board.toml if present) names the board config whose
+platform multi-arch images are pulled for.
 ";
 
 /// `skiff <version> (<target>, commit <sha>)`.

@@ -42,6 +42,7 @@ fn client_main(args: &[String]) -> i32 {
     let mut insecure = Vec::new();
     let mut certs_dirs = Vec::new();
     let mut storage = std::env::var("SKIFF_STORAGE_DRIVER").ok();
+    let mut board = std::env::var_os("SKIFF_BOARD").map(PathBuf::from);
     let mut i = 0;
     while i < args.len() {
         let (flag, inline) = match args[i].split_once('=') {
@@ -50,7 +51,12 @@ fn client_main(args: &[String]) -> i32 {
         };
         if !matches!(
             flag.as_str(),
-            "--root" | "--config" | "--insecure-registry" | "--certs-dir" | "--storage-driver"
+            "--root"
+                | "--config"
+                | "--insecure-registry"
+                | "--certs-dir"
+                | "--storage-driver"
+                | "--board"
         ) {
             break;
         }
@@ -72,6 +78,7 @@ fn client_main(args: &[String]) -> i32 {
             "--config" => config_dir = Some(PathBuf::from(value)),
             "--certs-dir" => certs_dirs.push(PathBuf::from(value)),
             "--storage-driver" => storage = Some(value),
+            "--board" => board = Some(PathBuf::from(value)),
             _ => insecure.push(value),
         }
         i += 1;
@@ -104,6 +111,21 @@ fn client_main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    // The board's platform is the default for multi-arch images; else the host's.
+    let board = board.or_else(|| {
+        let default = PathBuf::from("/etc/skiff/board.toml");
+        default.exists().then_some(default)
+    });
+    let platform = match board {
+        Some(path) => match skiff_agent::board::BoardConfig::load(&path) {
+            Ok(b) => b.image_platform(),
+            Err(e) => {
+                eprintln!("skiff: {}", skiff_runtime::container::error_chain(&e));
+                return 2;
+            }
+        },
+        None => Platform::host(),
+    };
     let ctx = Context {
         storage,
         root: root.unwrap_or_else(|| PathBuf::from("/var/lib/skiff")),
@@ -119,7 +141,7 @@ fn client_main(args: &[String]) -> i32 {
                 certs_dirs
             },
         },
-        platform: Platform::host(),
+        platform,
         exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
     };
     match client::main(&ctx, verb, rest) {

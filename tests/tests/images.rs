@@ -451,3 +451,34 @@ fn concurrent_pulls_fetch_a_shared_layer_once() {
         serde_json::from_str(&ok(skiff(root.path(), &["images", "--format", "json"]))).unwrap();
     assert_eq!(images.as_array().unwrap().len(), 2);
 }
+
+/// Without --platform, a board config decides which image of an index is pulled.
+#[test]
+fn the_board_platform_is_the_default() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    let root = TempDir::new("board");
+    let board = skiff_tests::workspace().join("board-configs/rpi4.toml");
+    let out = ok(skiff(
+        root.path(),
+        &[
+            "--board",
+            board.to_str().unwrap(),
+            "run",
+            "--rm",
+            &format!("{reg}/busybox-multiarch:latest"),
+            "uname",
+            "-m",
+        ],
+    ));
+    assert_eq!(out.trim(), "aarch64");
+    let bad = skiff(root.path(), &["--board", "/nonexistent.toml", "images"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("/nonexistent.toml"),
+        "{}",
+        stderr(&bad)
+    );
+}
