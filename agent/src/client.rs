@@ -328,13 +328,21 @@ fn do_pull(
     limit_rate: Option<u64>,
 ) -> Result<ImageRecord, Failure> {
     let client = Client::new(ctx.registry.clone());
+    // SAFETY: isatty only inspects fd 2.
+    let tty = unsafe { libc::isatty(2) } == 1;
+    let bars = std::sync::Mutex::new(Progress::default());
     let progress = move |e: Event| {
         if quiet {
+            return;
+        }
+        if tty && let Ok(mut b) = bars.lock() {
+            b.update(&e);
             return;
         }
         let line = match e {
             Event::Resolved { digest, platform } => format!("resolved {digest} ({platform})"),
             Event::Warning(w) => format!("warning: {w}"),
+            Event::Downloading { .. } => return,
             Event::LayerExists { digest } => format!("{}: already present", short(digest)),
             Event::LayerFetched { digest, bytes } => {
                 format!("{}: downloaded {bytes} bytes", short(digest))
@@ -350,6 +358,73 @@ fn do_pull(
         limit_rate: limit_rate.map(pull::Throttle::new),
     };
     Ok(pull::pull(store, &client, r, &opts)?)
+}
+
+/// One line per layer, redrawn in place on a terminal.
+#[derive(Default)]
+struct Progress {
+    layers: Vec<(String, String)>,
+    drawn: usize,
+}
+
+impl Progress {
+    fn set(&mut self, digest: &str, status: String) {
+        let key = short(digest).to_string();
+        match self.layers.iter_mut().find(|(k, _)| *k == key) {
+            Some(l) => l.1 = status,
+            None => self.layers.push((key, status)),
+        }
+    }
+
+    fn update(&mut self, e: &Event) {
+        let mut err = std::io::stderr().lock();
+        match e {
+            Event::Resolved { digest, platform } => {
+                let _ = writeln!(err, "resolved {digest} ({platform})");
+                return;
+            }
+            Event::Warning(w) => {
+                let _ = writeln!(err, "warning: {w}");
+                return;
+            }
+            Event::Downloading {
+                digest,
+                have,
+                total,
+            } => {
+                let width = 30u64;
+                let done = if *total > 0 {
+                    (have * width / total).min(width)
+                } else {
+                    0
+                };
+                let bar: String = (0..width)
+                    .map(|i| if i < done { '=' } else { ' ' })
+                    .collect();
+                self.set(
+                    digest,
+                    format!(
+                        "[{bar}] {:.1}/{:.1} MiB",
+                        *have as f64 / 1048576.0,
+                        *total as f64 / 1048576.0
+                    ),
+                );
+            }
+            Event::LayerExists { digest } => self.set(digest, "already present".into()),
+            Event::LayerFetched { digest, bytes } => {
+                self.set(digest, format!("downloaded {bytes} bytes"))
+            }
+            Event::LayerUnpacked { digest } => self.set(digest, "unpacked".into()),
+        }
+        // Back to the first layer line, then redraw them all.
+        if self.drawn > 0 {
+            let _ = write!(err, "\x1b[{}A", self.drawn);
+        }
+        for (k, status) in &self.layers {
+            let _ = writeln!(err, "\x1b[2K{k}: {status}");
+        }
+        self.drawn = self.layers.len();
+    }
 }
 
 fn random_id() -> String {

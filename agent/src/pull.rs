@@ -125,6 +125,12 @@ pub enum Event<'a> {
         platform: &'a Platform,
     },
     Warning(String),
+    /// Bytes of a layer on disk so far (every 256 KiB or so).
+    Downloading {
+        digest: &'a str,
+        have: u64,
+        total: u64,
+    },
     LayerExists {
         digest: &'a str,
     },
@@ -553,6 +559,13 @@ fn fetch_blob(
                     fetched += n as u64;
                     if let Some(t) = &opts.limit_rate {
                         t.took(n as u64);
+                    }
+                    if have / (256 << 10) != (have - n as u64) / (256 << 10) {
+                        (opts.progress)(Event::Downloading {
+                            digest: &d.digest,
+                            have,
+                            total: d.size,
+                        });
                     }
                 }
                 Err(e) => break Some(e),
