@@ -482,3 +482,44 @@ fn the_board_platform_is_the_default() {
         stderr(&bad)
     );
 }
+
+/// A single-platform image is pulled whatever its platform, with a warning; an explicit
+/// --platform it does not match is an error.
+#[test]
+fn single_platform_images_warn_or_refuse() {
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    let root = TempDir::new("single-platform");
+    let arm = format!("{reg}/busybox:arm64");
+    let o = skiff(root.path(), &["pull", &arm]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning") && stderr(&o).contains("linux/arm64"),
+        "{}",
+        stderr(&o)
+    );
+    let o = skiff(root.path(), &["pull", "--platform", "linux/arm/v7", &arm]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not the requested linux/arm/v7"),
+        "{}",
+        stderr(&o)
+    );
+    let o = skiff(
+        root.path(),
+        &[
+            "pull",
+            "--platform",
+            "linux/s390x",
+            &format!("{reg}/busybox-multiarch:latest"),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no image for linux/s390x"),
+        "{}",
+        stderr(&o)
+    );
+}
