@@ -341,6 +341,19 @@ impl Default for ConsoleSocket {
     }
 }
 
+/// The `podman run` flags this host needs (`host-prep.sh podman-args`: ulimits without
+/// CAP_SYS_RESOURCE).
+pub fn podman_args() -> Vec<String> {
+    let out = Command::new(peers_dir().join("host-prep.sh"))
+        .arg("podman-args")
+        .output()
+        .expect("running host-prep.sh podman-args");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The registry from `images.json` (make-images.sh), e.g. `127.0.0.1:5000`.
 pub fn registry() -> Option<String> {
     let path = images_dir().join("images.json");

@@ -95,14 +95,7 @@ fn run_matches_podman_and_runs_foreign_platforms() {
     }
     let Some(reg) = registry() else { return };
     let app = format!("{reg}/busybox-app:latest");
-    let extra = Command::new(skiff_tests::peers_dir().join("host-prep.sh"))
-        .arg("podman-args")
-        .output()
-        .unwrap();
-    let extra: Vec<String> = String::from_utf8_lossy(&extra.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let extra = skiff_tests::podman_args();
     let theirs = ok(run_via_files(
         Command::new("podman")
             .args(["run", "--rm", "--tls-verify=false"])

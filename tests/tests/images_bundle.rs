@@ -83,14 +83,7 @@ fn busybox_app_config_against_podmans() {
 
     // podman writes its config for the same image; skiff-runc (a stable path, as in the
     // podman tests) consumes it.
-    let extra = Command::new(skiff_tests::peers_dir().join("host-prep.sh"))
-        .arg("podman-args")
-        .output()
-        .unwrap();
-    let extra: Vec<String> = String::from_utf8_lossy(&extra.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let extra = skiff_tests::podman_args();
     let runtime = workspace().join("target/podman-runtime/skiff-runc");
     std::fs::create_dir_all(runtime.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(&runtime);

@@ -5,9 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use skiff_tests::{
-    images_dir, ok, peers_dir, require, require_root_and, run_via_files, skiff_bin, stderr,
-};
+use skiff_tests::{images_dir, ok, require, require_root_and, run_via_files, skiff_bin, stderr};
 
 struct Podman {
     runtime: PathBuf,
@@ -46,14 +44,7 @@ impl Podman {
         std::fs::create_dir_all(runtime.parent().unwrap()).unwrap();
         let _ = std::fs::remove_file(&runtime);
         let _ = std::os::unix::fs::symlink(skiff_bin(), &runtime);
-        let args = Command::new(peers_dir().join("host-prep.sh"))
-            .arg("podman-args")
-            .output()
-            .unwrap();
-        let extra = String::from_utf8_lossy(&args.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let extra = skiff_tests::podman_args();
         Some(Podman {
             runtime,
             extra,
