@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::{self, Cgroup, CgroupError, Layout};
+use crate::device_filter;
 use crate::hooks::{self, HookError};
 use crate::host::HostProfile;
 use crate::init::{self, Context};
@@ -62,6 +63,10 @@ pub enum CreateError {
     IdMap(PathBuf, #[source] io::Error),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error("linux.resources.devices: {0}")]
+    DeviceRules(#[source] device_filter::DeviceRuleError),
+    #[error("attaching the device filter (eBPF) to {0}")]
+    DeviceFilter(PathBuf, #[source] io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +268,7 @@ impl Runtime {
         }
         let cgroup = Cgroup::create(&layout, &cg_path, &writes)?;
         undo.cgroup = Some(cgroup.clone());
+        filter_devices(&layout, &cgroup, &resources.devices)?;
 
         for (kind, path) in &plan.join_namespaces {
             if *kind == NsKind::Pid {
@@ -569,6 +575,36 @@ impl Runtime {
         let _ = signal_container(&spawned.state, libc::SIGKILL, true);
         destroy(&spawned.state, &spawned.dir, &spawned.hooks)?;
         Ok(code)
+    }
+}
+
+/// On cgroup v2, device rules are an eBPF program on the group. Where a v1 devices controller
+/// enforces them too (a hybrid host), a kernel that refuses the program only earns a warning.
+fn filter_devices(
+    layout: &Layout,
+    cgroup: &Cgroup,
+    rules: &[crate::spec::DeviceRule],
+) -> Result<(), CreateError> {
+    let Some((_, _, dir)) = cgroup
+        .dirs
+        .iter()
+        .find(|(v, _, _)| *v == cgroup::Version::V2)
+    else {
+        return Ok(());
+    };
+    let Some(prog) = device_filter::compile(rules).map_err(CreateError::DeviceRules)? else {
+        return Ok(());
+    };
+    match device_filter::attach(dir, &prog) {
+        Ok(()) => Ok(()),
+        Err(e) if layout.version_of("devices") == Some(cgroup::Version::V1) => {
+            eprintln!(
+                "skiff runtime: warning: device filter on {} not attached ({e}); the v1 devices controller enforces the rules",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(CreateError::DeviceFilter(dir.clone(), e)),
     }
 }
 

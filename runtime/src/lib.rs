@@ -7,6 +7,7 @@
 //! - [`seccomp`]   `linux.seccomp` compiled to classic BPF, per architecture; an interpreter
 //! - [`rootfs`]    resolving container paths inside the rootfs without escaping it
 //! - [`cgroup`]    v1/v2 layout from mountinfo, resource translation, group lifecycle
+//! - [`device_filter`] v2 device rules as an eBPF program attached to the group
 //! - [`caps`]      capability names and sets
 //! - [`state`]     container ids, the state file, derived status
 //! - [`container`] create / start / state / kill / delete / run / pause / update over a state root
@@ -21,6 +22,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod container;
+pub mod device_filter;
 pub mod exec;
 pub mod features;
 pub mod hooks;
