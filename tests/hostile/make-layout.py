@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds an OCI image layout of hostile and broken images for skiff's unpack tests.
 
-    make-layout.py OUTDIR TARGET_PREFIX [--big]
+    make-layout.py OUTDIR TARGET_PREFIX [--big | --zeros]
 
 TARGET_PREFIX is a host path (e.g. /tmp/skiff-hostile-1234) that the hostile layers try to
 reach; the test checks that nothing appears there. Each image is a tag in OUTDIR's index.json.
@@ -15,7 +15,8 @@ import sys
 import tarfile
 
 out, target = sys.argv[1], sys.argv[2]
-big_only = len(sys.argv) > 3 and sys.argv[3] == "--big"
+mode = sys.argv[3] if len(sys.argv) > 3 else ""
+big_only = mode == "--big"
 blobs = os.path.join(out, "blobs", "sha256")
 os.makedirs(blobs, exist_ok=True)
 
@@ -66,6 +67,16 @@ def image(tag, raws, diff_ids=None):
     index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
                                "size": ms, "annotations": {"org.opencontainers.image.ref.name": tag}})
 
+
+if mode == "--zeros":
+    # 20 MiB of zeros: a few KiB compressed, so only unpacking finds out it does not fit.
+    image("zeros", [tar_of([{"name": "zeros", "data": bytes(20 << 20)}])])
+    with open(os.path.join(out, "index.json"), "w") as f:
+        json.dump(index, f)
+    with open(os.path.join(out, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    print("zeros")
+    sys.exit(0)
 
 if big_only:
     # One 12 MiB layer of random bytes (incompressible), for the free-space check.

@@ -516,3 +516,61 @@ fn single_platform_images_warn_or_refuse() {
         stderr(&o)
     );
 }
+
+/// A disk that fills up while a layer unpacks (the compressed size promised it would fit):
+/// a clear error, no image, no half snapshot; the verified blob stays for the next try.
+#[test]
+fn a_disk_filling_up_during_unpack_loses_nothing() {
+    if !require_root_and(&["skopeo", "python3"]) {
+        return;
+    }
+    let Some(upstream) = registry() else { return };
+    let layout = TempDir::new("zeros-layout");
+    ok(run_via_files(
+        Command::new("python3")
+            .arg(skiff_tests::workspace().join("tests/hostile/make-layout.py"))
+            .arg(layout.path())
+            .arg("/nonexistent")
+            .arg("--zeros"),
+    ));
+    let image = format!("{upstream}/skiff-zeros-{}:latest", std::process::id());
+    ok(run_via_files(
+        Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:zeros", layout.path().display()))
+            .arg(format!("docker://{image}")),
+    ));
+    let root = TempDir::new("full-disk");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(root.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let o = skiff(root.path(), &["pull", &image]);
+    let images = skiff(root.path(), &["images", "--format", "json"]);
+    let snapshots: Vec<_> = std::fs::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let blobs = std::fs::read_dir(root.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    let _ = Command::new("umount").arg(root.path()).status();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("No space left on device"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&images).trim(), "[]", "no image recorded");
+    assert!(
+        snapshots.is_empty(),
+        "half-unpacked snapshot left: {snapshots:?}"
+    );
+    assert!(
+        blobs >= 1,
+        "the verified layer blob is kept for the next try"
+    );
+}
