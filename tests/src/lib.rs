@@ -391,3 +391,49 @@ pub fn skiff(root: &Path, args: &[&str]) -> Output {
     cmd.arg("--root").arg(root).args(args);
     run_via_files(&mut cmd)
 }
+
+/// Builds one image of `tests/hostile/make-layout.py MODE` (`--big`, `--zeros`) and pushes it
+/// to `registry` as `skiff-TAG-PID:latest`; returns that reference.
+pub fn push_generated_image(registry: &str, mode: &str, tag: &str) -> String {
+    let layout = TempDir::new(&format!("{tag}-layout"));
+    ok(run_via_files(
+        Command::new("python3")
+            .arg(workspace().join("tests/hostile/make-layout.py"))
+            .arg(layout.path())
+            .arg("/nonexistent")
+            .arg(mode),
+    ));
+    let image = format!("{registry}/skiff-{tag}-{}:latest", std::process::id());
+    ok(run_via_files(
+        Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", layout.path().display()))
+            .arg(format!("docker://{image}")),
+    ));
+    image
+}
+
+/// A small tmpfs (a tiny disk), unmounted on drop even when the test fails.
+pub struct SmallDisk(pub TempDir);
+
+impl SmallDisk {
+    pub fn new(name: &str, size: &str) -> SmallDisk {
+        let dir = TempDir::new(name);
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a {size} tmpfs");
+        SmallDisk(dir)
+    }
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}

@@ -290,37 +290,11 @@ fn a_small_disk_refuses_a_large_pull_up_front() {
         return;
     }
     let Some(upstream) = registry() else { return };
-    let layout = TempDir::new("big-layout");
-    ok(run_via_files(
-        Command::new("python3")
-            .arg(skiff_tests::workspace().join("tests/hostile/make-layout.py"))
-            .arg(layout.path())
-            .arg("/nonexistent")
-            .arg("--big"),
-    ));
-    let repo = format!("{upstream}/skiff-big-{}", std::process::id());
-    ok(run_via_files(
-        Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:big", layout.path().display()))
-            .arg(format!("docker://{repo}:big")),
-    ));
+    let image = skiff_tests::push_generated_image(&upstream, "--big", "big");
     let proxy = Proxy::start(&upstream);
-    let root = TempDir::new("tmpfs-root");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(root.path())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let o = skiff(
-        root.path(),
-        &[
-            "pull",
-            &format!("{}/skiff-big-{}:big", proxy.addr, std::process::id()),
-        ],
-    );
-    let _ = Command::new("umount").arg(root.path()).status();
+    let root = skiff_tests::SmallDisk::new("tmpfs-root", "8m");
+    let via_proxy = image.replacen(&upstream, &proxy.addr, 1);
+    let o = skiff(root.path(), &["pull", &via_proxy]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -525,28 +499,8 @@ fn a_disk_filling_up_during_unpack_loses_nothing() {
         return;
     }
     let Some(upstream) = registry() else { return };
-    let layout = TempDir::new("zeros-layout");
-    ok(run_via_files(
-        Command::new("python3")
-            .arg(skiff_tests::workspace().join("tests/hostile/make-layout.py"))
-            .arg(layout.path())
-            .arg("/nonexistent")
-            .arg("--zeros"),
-    ));
-    let image = format!("{upstream}/skiff-zeros-{}:latest", std::process::id());
-    ok(run_via_files(
-        Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:zeros", layout.path().display()))
-            .arg(format!("docker://{image}")),
-    ));
-    let root = TempDir::new("full-disk");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(root.path())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
+    let image = skiff_tests::push_generated_image(&upstream, "--zeros", "zeros");
+    let root = skiff_tests::SmallDisk::new("full-disk", "8m");
     let o = skiff(root.path(), &["pull", &image]);
     let images = skiff(root.path(), &["images", "--format", "json"]);
     let snapshots: Vec<_> = std::fs::read_dir(root.path().join("snapshots"))
@@ -557,7 +511,7 @@ fn a_disk_filling_up_during_unpack_loses_nothing() {
     let blobs = std::fs::read_dir(root.path().join("blobs/sha256"))
         .unwrap()
         .count();
-    let _ = Command::new("umount").arg(root.path()).status();
+    drop(root);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("No space left on device"),
