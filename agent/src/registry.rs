@@ -1,6 +1,7 @@
 //! An OCI distribution client (sync): manifests and blobs, anonymous, Basic and Bearer auth
 //! (tokens cached per scope), HTTPS with the Mozilla roots or the CAs in
-//! `certs.d/HOST:PORT/*.crt` (as Docker reads them), plain HTTP for hosts listed as insecure
+//! `certs.d/HOST:PORT/*.crt` and the client certificate `NAME.cert` + `NAME.key` there (as Docker
+//! reads them), plain HTTP for hosts listed as insecure
 //! and for loopback registries that do not speak TLS (as dockerd allows). Blob reads resume
 //! from an offset with `Range`.
 
@@ -163,10 +164,21 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn agent(roots: Option<Vec<ureq::tls::Certificate<'static>>>) -> ureq::Agent {
+/// What certs.d holds for one host: extra CAs (`*.crt`) and a client certificate
+/// (`NAME.cert` with `NAME.key`), as Docker reads them.
+#[derive(Default)]
+struct HostTls {
+    cas: Vec<ureq::tls::Certificate<'static>>,
+    client: Option<ureq::tls::ClientCert>,
+}
+
+fn agent(host: Option<&HostTls>) -> ureq::Agent {
     let mut tls = ureq::tls::TlsConfig::builder();
-    if let Some(certs) = roots {
-        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    if let Some(h) = host {
+        if !h.cas.is_empty() {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&h.cas));
+        }
+        tls = tls.client_cert(h.client.clone());
     }
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -186,30 +198,53 @@ impl Client {
         }
     }
 
-    /// The CA certificates configured for `host`, and the directory they live in.
-    fn host_cas(
-        &self,
-        host: &str,
-    ) -> Result<Option<Vec<ureq::tls::Certificate<'static>>>, RegistryError> {
+    /// The TLS material certs.d has for `host` (the first directory that has any).
+    fn host_tls(&self, host: &str) -> Result<Option<HostTls>, RegistryError> {
+        let pem_items =
+            |path: &std::path::Path| -> Result<Vec<ureq::tls::PemItem<'static>>, RegistryError> {
+                let pem = std::fs::read(path)
+                    .map_err(|err| RegistryError::Ca(path.to_path_buf(), err))?;
+                Ok(ureq::tls::parse_pem(&pem).flatten().collect())
+            };
         for dir in &self.opts.certs_dirs {
             let d = dir.join(host);
             let Ok(entries) = std::fs::read_dir(&d) else {
                 continue;
             };
-            let mut certs = Vec::new();
+            let mut tls = HostTls::default();
             for e in entries.flatten() {
-                if e.path().extension().is_some_and(|x| x == "crt") {
-                    let pem =
-                        std::fs::read(e.path()).map_err(|err| RegistryError::Ca(e.path(), err))?;
-                    for item in ureq::tls::parse_pem(&pem).flatten() {
-                        if let ureq::tls::PemItem::Certificate(c) = item {
-                            certs.push(c);
+                let path = e.path();
+                match path.extension().and_then(|x| x.to_str()) {
+                    Some("crt") => {
+                        for item in pem_items(&path)? {
+                            if let ureq::tls::PemItem::Certificate(c) = item {
+                                tls.cas.push(c);
+                            }
                         }
                     }
+                    Some("cert") => {
+                        let chain: Vec<_> = pem_items(&path)?
+                            .into_iter()
+                            .filter_map(|i| match i {
+                                ureq::tls::PemItem::Certificate(c) => Some(c),
+                                _ => None,
+                            })
+                            .collect();
+                        let key = pem_items(&path.with_extension("key"))?
+                            .into_iter()
+                            .find_map(|i| match i {
+                                ureq::tls::PemItem::PrivateKey(k) => Some(k),
+                                _ => None,
+                            });
+                        if let Some(key) = key {
+                            tls.client = Some(ureq::tls::ClientCert::new_with_certs(&chain, key));
+                        }
+                    }
+                    _ => {}
                 }
             }
-            if !certs.is_empty() {
-                return Ok(Some(certs));
+            if !tls.cas.is_empty() || tls.client.is_some() {
+                return Ok(Some(tls));
             }
         }
         Ok(None)
@@ -221,8 +256,8 @@ impl Client {
         if let Some(r) = self.hosts.lock().ok().and_then(|h| h.get(host).cloned()) {
             return Ok(r);
         }
-        let route = match self.host_cas(host)? {
-            Some(cas) => ("https", agent(Some(cas))),
+        let route = match self.host_tls(host)? {
+            Some(tls) => ("https", agent(Some(&tls))),
             None if self.opts.insecure.iter().any(|h| h == host) => ("http", self.agent.clone()),
             None if is_loopback(host) => {
                 let probe = self.agent.get(format!("https://{host}/v2/")).call();
@@ -366,8 +401,8 @@ impl Client {
                     token_url.push_str(&format!("&service={service}"));
                 }
                 // The token server may sit behind the same private CA.
-                let agent = match self.host_cas(host)? {
-                    Some(cas) => agent(Some(cas)),
+                let agent = match self.host_tls(host)? {
+                    Some(tls) => agent(Some(&tls)),
                     None => self.agent.clone(),
                 };
                 let mut req = agent.get(&token_url);

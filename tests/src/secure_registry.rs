@@ -15,13 +15,18 @@ pub const PASSWORD: &str = "s3cret-pass";
 pub enum Auth {
     Htpasswd,
     Token,
+    /// No password: the registry asks for a client certificate signed by the test CA.
+    ClientCert,
 }
 
 pub struct SecureRegistry {
     /// `127.0.0.1:PORT`.
     pub host: String,
-    /// A certs.d-style directory: `certs/127.0.0.1:PORT/ca.crt`.
+    /// A certs.d-style directory: `certs/127.0.0.1:PORT/ca.crt` (and, for
+    /// [`Auth::ClientCert`], `client.cert` + `client.key`).
     pub certs: PathBuf,
+    /// The same with the CA only.
+    pub ca_only: PathBuf,
     pub dir: TempDir,
     children: Vec<Child>,
 }
@@ -113,6 +118,9 @@ impl SecureRegistry {
         let certs = d.join("certs");
         std::fs::create_dir_all(certs.join(&host)).expect("certs dir");
         std::fs::copy(d.join("ca.crt"), certs.join(&host).join("ca.crt")).expect("ca.crt");
+        let ca_only = d.join("certs-ca-only");
+        std::fs::create_dir_all(ca_only.join(&host)).expect("ca-only dir");
+        std::fs::copy(d.join("ca.crt"), ca_only.join(&host).join("ca.crt")).expect("ca.crt");
 
         let mut children = Vec::new();
         let auth_yaml = match auth {
@@ -128,6 +136,48 @@ impl SecureRegistry {
                     "  htpasswd:\n    realm: skiff-test\n    path: {}/htpasswd\n",
                     d.display()
                 )
+            }
+            Auth::ClientCert => {
+                openssl(
+                    &d,
+                    &[
+                        "req",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-keyout",
+                        "client.key",
+                        "-out",
+                        "client.csr",
+                        "-subj",
+                        "/CN=skiff-test-client",
+                    ],
+                );
+                std::fs::write(d.join("client.ext"), "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n").expect("client.ext");
+                openssl(
+                    &d,
+                    &[
+                        "x509",
+                        "-req",
+                        "-in",
+                        "client.csr",
+                        "-CA",
+                        "ca.crt",
+                        "-CAkey",
+                        "ca.key",
+                        "-CAcreateserial",
+                        "-out",
+                        "client.cert",
+                        "-days",
+                        "2",
+                        "-extfile",
+                        "client.ext",
+                    ],
+                );
+                for f in ["client.cert", "client.key"] {
+                    std::fs::copy(d.join(f), certs.join(&host).join(f)).expect("client cert");
+                }
+                String::new()
             }
             Auth::Token => {
                 openssl(
@@ -172,8 +222,18 @@ impl SecureRegistry {
                 )
             }
         };
+        let client_cas = if auth == Auth::ClientCert {
+            format!("    clientcas:\n      - {}/ca.crt\n", d.display())
+        } else {
+            String::new()
+        };
+        let auth_section = if auth_yaml.is_empty() {
+            String::new()
+        } else {
+            format!("auth:\n{auth_yaml}")
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {dir}/data\nhttp:\n  addr: {host}\n  tls:\n    certificate: {dir}/server.crt\n    key: {dir}/server.key\nauth:\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {dir}/data\nhttp:\n  addr: {host}\n  tls:\n    certificate: {dir}/server.crt\n    key: {dir}/server.key\n{client_cas}{auth_section}",
             dir = d.display()
         );
         std::fs::write(d.join("config.yml"), config).expect("config.yml");
@@ -189,6 +249,7 @@ impl SecureRegistry {
         SecureRegistry {
             host,
             certs,
+            ca_only,
             dir,
             children,
         }

@@ -106,3 +106,37 @@ fn tls_with_htpasswd() {
 fn tls_with_bearer_tokens() {
     check(Auth::Token);
 }
+
+/// A registry that wants a client certificate: certs.d's `client.cert` + `client.key`.
+#[test]
+fn tls_with_a_client_certificate() {
+    if !require_root_and(&["docker-registry", "skopeo", "openssl"]) {
+        return;
+    }
+    let Some(_) = registry() else { return };
+    let reg = SecureRegistry::start(Auth::ClientCert);
+    reg.push("busybox", "private/busybox");
+    let image = format!("{}/private/busybox:latest", reg.host);
+    let root = TempDir::new("mtls-root");
+    let o = skiff(
+        root.path(),
+        &["--certs-dir", reg.ca_only.to_str().unwrap(), "pull", &image],
+    );
+    assert!(!o.status.success(), "pulled without a client certificate");
+    let out = ok(skiff(
+        root.path(),
+        &[
+            "--certs-dir",
+            reg.certs.to_str().unwrap(),
+            "pull",
+            "-q",
+            &image,
+        ],
+    ));
+    let want = images()
+        .into_iter()
+        .find(|(r, _)| r.ends_with("/busybox:latest"))
+        .unwrap()
+        .1;
+    assert_eq!(out.trim(), format!("{image}@{want}"));
+}
