@@ -67,6 +67,8 @@ pub enum RegistryError {
     },
     #[error("reading the CA certificates in {0}")]
     Ca(PathBuf, #[source] std::io::Error),
+    #[error("{url}: the registry wants a client certificate; put NAME.cert and NAME.key in {hint}")]
+    ClientCertificate { url: String, hint: String },
 }
 
 /// Username and password for one registry host.
@@ -288,6 +290,20 @@ impl Client {
     }
 
     fn http_err(&self, host: &str, url: &str, e: ureq::Error) -> RegistryError {
+        if let Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate,
+        )) = tls_error(&e)
+        {
+            let hint = self.opts.certs_dirs.first().map_or_else(
+                || format!("certs.d/{host}"),
+                |d| d.join(host).display().to_string(),
+            );
+            return RegistryError::ClientCertificate {
+                url: url.to_string(),
+                hint,
+            };
+        }
         if let Some(rustls::Error::InvalidCertificate(c)) = tls_error(&e) {
             let hint = self.opts.certs_dirs.first().map_or_else(
                 || format!("certs.d/{host}"),

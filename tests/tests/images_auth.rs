@@ -123,6 +123,11 @@ fn tls_with_a_client_certificate() {
         &["--certs-dir", reg.ca_only.to_str().unwrap(), "pull", &image],
     );
     assert!(!o.status.success(), "pulled without a client certificate");
+    assert!(
+        stderr(&o).contains("wants a client certificate"),
+        "{}",
+        stderr(&o)
+    );
     let out = ok(skiff(
         root.path(),
         &[
