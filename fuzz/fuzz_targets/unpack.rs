@@ -17,7 +17,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = unpack(data, &dest, limits);
     // Only the snapshot directory may exist next to where it was made.
-    let siblings: Vec<_> = std::fs::read_dir(&base).expect("base").flatten().map(|e| e.file_name()).collect();
-    assert_eq!(siblings, vec![std::ffi::OsString::from("snapshot")], "something was written beside the snapshot");
+    let siblings: Vec<_> = std::fs::read_dir(&base)
+        .expect("base")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        siblings,
+        vec![std::ffi::OsString::from("snapshot")],
+        "something was written beside the snapshot"
+    );
     let _ = std::fs::remove_dir_all(&base);
 });
