@@ -202,6 +202,26 @@ impl Bundle {
         .expect("writing config.json");
     }
 
+    /// Gives the bundle a new user namespace mapping 0 → 100000 (65536 ids), and lets the mapped
+    /// root reach the bundle (umoci makes its directory 0700). The rootfs stays owned by host
+    /// root: mount points the mapped root cannot create must exist already.
+    pub fn user_namespace(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [self.path(), self.dir.path().to_path_buf()] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod the bundle");
+        }
+        self.edit(|c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .expect("namespaces")
+                .push(serde_json::json!({"type": "user"}));
+            let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            c["linux"]["uidMappings"] = map.clone();
+            c["linux"]["gidMappings"] = map;
+        });
+    }
+
     /// Sets process.args.
     pub fn args(&self, args: &[&str]) {
         self.edit(|c| c["process"]["args"] = serde_json::json!(args));

@@ -219,10 +219,7 @@ fn probe_matches_crun_with_seccomp_userns_and_terminal() {
     };
     let data = TempDir::new("probe-data-userns");
     rich_config(&b, data.path());
-    use std::os::unix::fs::PermissionsExt;
-    for dir in [b.path(), b.path().parent().unwrap().to_path_buf()] {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    b.user_namespace();
     std::fs::create_dir_all(b.path().join("rootfs/data")).unwrap();
     let spec = TempDir::new("probe-spec");
     ok(skiff_tests::run_via_files(
@@ -234,12 +231,6 @@ fn probe_matches_crun_with_seccomp_userns_and_terminal() {
         serde_json::from_slice(&std::fs::read(spec.path().join("config.json")).unwrap()).unwrap();
     b.edit(|c| {
         c["linux"]["seccomp"] = profile["linux"]["seccomp"].clone();
-        c["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"type": "user"}));
-        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         c["process"]["terminal"] = json!(true);
     });
     let root = TempDir::new("probe-root-userns");

@@ -121,14 +121,7 @@ fn user_namespace_maps_root_to_100000() {
     let Some(b) = Bundle::unpack("busybox") else {
         return;
     };
-    // The mapped root (host uid 100000) must be able to reach the rootfs: umoci makes the
-    // bundle directory 0700.
-    use std::os::unix::fs::PermissionsExt;
-    for dir in [b.path(), b.path().parent().unwrap().to_path_buf()] {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    // The rootfs stays owned by host root (ownership is the caller's business): mount points
-    // the mapped root cannot create must exist.
+    b.user_namespace();
     std::fs::create_dir_all(b.path().join("rootfs/data")).unwrap();
     let data = TempDir::new("userns-data");
     std::os::unix::fs::chown(data.path(), Some(100_000), Some(100_000)).unwrap();
@@ -138,12 +131,6 @@ fn user_namespace_maps_root_to_100000() {
         "/probe > /data/report.json && echo written > /data/file",
     ]);
     b.edit(|c| {
-        c["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"type": "user"}));
-        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         c["mounts"].as_array_mut().unwrap().push(json!({
             "destination": "/data", "type": "bind", "source": data.path(), "options": ["rbind"]
         }));
@@ -188,23 +175,12 @@ fn joining_a_user_namespace_by_path_makes_the_new_namespaces_inside_it() {
     let Some(b) = Bundle::unpack("busybox") else {
         return;
     };
-    use std::os::unix::fs::PermissionsExt;
-    for dir in [b.path(), b.path().parent().unwrap().to_path_buf()] {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    b.user_namespace();
     let root = TempDir::new("userns-join");
     let r = root.path();
     let bs = b.path();
     let bs = bs.to_str().unwrap();
     b.args(&["/probe", "sleep"]);
-    b.edit(|c| {
-        c["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"type": "user"}));
-        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    });
     ok(runtime(r, &["run", "-d", "--bundle", bs, "owner"]));
     let state: Value = serde_json::from_str(&ok(runtime(r, &["state", "owner"]))).unwrap();
     let pid = state["pid"].as_i64().unwrap();
