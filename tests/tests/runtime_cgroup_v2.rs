@@ -1,5 +1,6 @@
-//! cgroup v2 device rules: the eBPF filter alone (on the unified hierarchy, with v1 allowing
-//! everything) denies what the rules deny; containers get one attached to their v2 group.
+//! cgroup v2 on this hybrid host's unified hierarchy, where v1 controllers cannot interfere:
+//! the eBPF device filter alone denies what the rules deny (and containers get one on their v2
+//! group), and the v2 freezer freezes and thaws.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::PathBuf;
@@ -92,4 +93,37 @@ fn containers_get_the_filter_on_their_v2_group() {
         1,
         "one device program on the container's v2 group"
     );
+}
+
+/// The v2 freezer (cgroup.freeze / cgroup.events) on the real unified hierarchy: a sleeping
+/// process is frozen and thawed through skiff's `Cgroup`, as `pause`/`resume` do on v2 hosts.
+#[test]
+fn the_v2_freezer_freezes_and_thaws() {
+    use skiff_runtime::cgroup::{Cgroup, Version};
+    if !require_root_and(&[]) {
+        return;
+    }
+    let Some(v2) = unified() else {
+        require(false, "a cgroup2 mount");
+        return;
+    };
+    let dir = v2.join(format!("skiff-test-freeze-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cg = Cgroup {
+        dirs: vec![(Version::V2, Vec::new(), dir.clone())],
+    };
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    cg.add(pid).unwrap();
+    cg.freeze(true).unwrap();
+    let frozen = cg.is_frozen();
+    let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap();
+    cg.freeze(false).unwrap();
+    let thawed = !cg.is_frozen();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir(&dir);
+    assert!(frozen, "frozen after freeze(true)");
+    assert!(events.lines().any(|l| l == "frozen 1"), "{events}");
+    assert!(thawed, "thawed after freeze(false)");
 }
