@@ -48,6 +48,33 @@ fn probe_under(cmd: &mut Command) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("probe output {out:?}: {e}"))
 }
 
+/// What the probe reports that both runtimes must agree on (the environment differs only by
+/// what each runtime adds; mounts are compared separately).
+const FIELDS: [&str; 16] = [
+    "pid",
+    "hostname",
+    "uid",
+    "gid",
+    "euid",
+    "egid",
+    "groups",
+    "umask",
+    "cwd",
+    "caps",
+    "no_new_privs",
+    "seccomp",
+    "rlimits",
+    "oom_score_adj",
+    "cgroup",
+    "sysctl",
+];
+
+fn assert_fields_match(crun: &Value, ours: &Value) {
+    for field in FIELDS {
+        assert_eq!(crun[field], ours[field], "field {field}: crun vs skiff");
+    }
+}
+
 fn sorted_mounts(report: &Value) -> Vec<Value> {
     let mut m = report["mounts"].as_array().expect("mounts").clone();
     m.sort_by_key(|v| v["target"].as_str().unwrap_or_default().to_string());
@@ -91,25 +118,7 @@ fn probe_matches_crun_and_config() {
     );
 
     // Field by field, crun vs skiff (the environment differs only by what each runtime adds).
-    for field in [
-        "pid",
-        "hostname",
-        "uid",
-        "gid",
-        "euid",
-        "egid",
-        "groups",
-        "umask",
-        "cwd",
-        "caps",
-        "no_new_privs",
-        "rlimits",
-        "oom_score_adj",
-        "cgroup",
-        "sysctl",
-    ] {
-        assert_eq!(crun[field], ours[field], "field {field}: crun vs skiff");
-    }
+    assert_fields_match(&crun, &ours);
     let (cm, sm) = (sorted_mounts(&crun), sorted_mounts(&ours));
     let targets = |m: &[Value]| m.iter().map(|v| v["target"].clone()).collect::<Vec<_>>();
     assert_eq!(targets(&cm), targets(&sm), "mount points: crun vs skiff");
@@ -260,26 +269,7 @@ fn probe_matches_crun_with_seccomp_userns_and_terminal() {
             .arg("run"),
         "probe-skiff-u",
     );
-    for field in [
-        "pid",
-        "hostname",
-        "uid",
-        "gid",
-        "euid",
-        "egid",
-        "groups",
-        "umask",
-        "cwd",
-        "caps",
-        "no_new_privs",
-        "seccomp",
-        "rlimits",
-        "oom_score_adj",
-        "cgroup",
-        "sysctl",
-    ] {
-        assert_eq!(crun[field], ours[field], "field {field}: crun vs skiff");
-    }
+    assert_fields_match(&crun, &ours);
     assert_eq!(ours["seccomp"], "2", "a seccomp filter is in place");
     assert_eq!(ours["uid"], 1000);
     assert!(
