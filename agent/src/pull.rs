@@ -210,12 +210,14 @@ pub fn pull(
 ) -> Result<ImageRecord, PullError> {
     let name = reference.whole();
     let top = client.manifest(reference)?;
-    let head: Manifest = parse(&top.bytes, "manifest", &top.digest)?;
+    let mut head: Manifest = parse(&top.bytes, "manifest", &top.digest)?;
+    let index = head.manifests.take();
+    let is_index = index.is_some();
     let want = opts
         .platform
         .clone()
         .unwrap_or_else(|| opts.default_platform.clone());
-    let (manifest_bytes, manifest_digest, mut platform) = match &head.manifests {
+    let (manifest, manifest_bytes, manifest_digest, mut platform) = match index {
         Some(list) => {
             let platforms: Vec<Platform> = list
                 .iter()
@@ -235,11 +237,12 @@ pub fn pull(
             })?;
             let m = client.manifest_by(reference, &list[i].digest)?;
             save_blob(store, &top.digest, &top.bytes)?;
-            (m.bytes, m.digest, platforms[i].clone())
+            let manifest: Manifest = parse(&m.bytes, "manifest", &m.digest)?;
+            (manifest, m.bytes, m.digest, platforms[i].clone())
         }
-        None => (top.bytes.clone(), top.digest.clone(), want.clone()),
+        // A single manifest: already parsed.
+        None => (head, top.bytes.clone(), top.digest.clone(), want.clone()),
     };
-    let manifest: Manifest = parse(&manifest_bytes, "manifest", &manifest_digest)?;
     let mt = manifest.media_type.clone().unwrap_or_default();
     if !mt.is_empty() && !MANIFEST_MEDIA.contains(&mt.as_str()) {
         return Err(PullError::MediaType(name, mt));
@@ -256,7 +259,7 @@ pub fn pull(
         &head_cfg.architecture,
         head_cfg.variant.as_deref(),
     );
-    if head.manifests.is_none() {
+    if !is_index {
         if image_platform.score(&want).is_none() && want.score(&image_platform).is_none() {
             if opts.platform.is_some() {
                 return Err(PullError::WrongPlatform {
